@@ -1,0 +1,160 @@
+"""spec -> plan -> apply. Knows no resource kind: providers say what is desired and live."""
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gcpgpu.errors import GcpgpuError
+from gcpgpu.provider import Context, Host, Resource
+
+# Called once per batch with (description, size); returns a callable that advances it.
+StartBatch = Callable[[str, int], Callable[[int], None]]
+
+
+@dataclass
+class Plan:
+    create: list[Resource] = field(default_factory=list)
+    keep: list[Resource] = field(default_factory=list)
+    replace: list[Resource] = field(default_factory=list)
+    delete: list[Resource] = field(default_factory=list)
+    forget: list[str] = field(default_factory=list)  # state entries with nothing live behind them
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.create or self.replace or self.delete)
+
+    def rows(self) -> list[dict]:
+        actions = (("create", self.create), ("replace", self.replace),
+                   ("delete", self.delete), ("keep", self.keep))
+        return [{"action": action, "provider": r.provider, "kind": r.kind, "name": r.name,
+                 "group": r.group, "location": r.location}
+                for action, resources in actions for r in resources]
+
+
+class ApplyError(GcpgpuError):
+    def __init__(self, failures: list[str]):
+        super().__init__("some resources could not be changed (re-run to converge):\n"
+                         + "\n".join(f"  - {f}" for f in failures))
+
+
+class Cluster:
+    """One cluster: its spec, the plugins serving it, its clients and its state."""
+
+    def __init__(self, spec: dict, plugins, clients, state):
+        self.spec, self.plugins, self.clients, self.state = spec, plugins, clients, state
+
+    def context(self, progress=lambda n: None) -> Context:
+        return Context(spec=self.spec, clients=self.clients, progress=progress)
+
+    def desired(self) -> list[Resource]:
+        return [resource
+                for name, group in self.spec["node_groups"].items()
+                for resource in self.plugins.provider(group["provider"]).desired(self.spec, name, group)]
+
+    def _providers(self, everything: bool) -> list:
+        """Providers to look at: those the spec or state use, or every one (the `down` sweep)."""
+        if everything:
+            return list(self.plugins.providers.values())
+        names = {g["provider"] for g in self.spec["node_groups"].values()}
+        names |= {entry["provider"] for entry in self.state.resources.values()}
+        return [self.plugins.providers[n] for n in sorted(names) if n in self.plugins.providers]
+
+    def observe(self, everything: bool = False) -> list[Resource]:
+        providers = self._providers(everything)
+        with ThreadPoolExecutor(max_workers=max(1, len(providers))) as pool:
+            found = pool.map(lambda p: p.observe(self.context()), providers)
+        return [resource for resources in found for resource in resources]
+
+    def hosts(self, live: list[Resource] | None = None) -> list[Host]:
+        live = self.observe() if live is None else live
+        by_provider = defaultdict(list)
+        for resource in live:
+            by_provider[resource.provider].append(resource)
+        return [host for name, resources in sorted(by_provider.items())
+                for host in self.plugins.providers[name].hosts(self.context(), resources)]
+
+    def plan(self) -> Plan:
+        live = {r.key: r for r in self.observe()}
+        desired = self.desired()
+        known = set(live) | {r.key for r in desired}
+        plan = Plan(forget=[key for key in self.state.resources if key not in known])
+        for want in desired:
+            have = live.pop(want.key, None)
+            if have is None:
+                plan.create.append(want)
+            elif have.digest != want.digest:
+                plan.replace.append(want)
+                plan.delete.append(have)
+            else:
+                plan.keep.append(have)
+        plan.delete.extend(live.values())  # ours by label, no longer in the spec
+        return plan
+
+    def plan_down(self) -> Plan:
+        live = self.observe(everything=True)
+        live_keys = {r.key for r in live}
+        return Plan(delete=live, forget=[k for k in self.state.resources if k not in live_keys])
+
+    def apply(self, plan: Plan, start_batch: StartBatch) -> None:
+        """Deletes first (a replaced VM frees its name), then creates; batches run in parallel."""
+        failures = self._run(plan.delete, "delete", start_batch)
+        failed_deletes = {r.name for r in plan.delete if r.key in self.state.resources}
+        creates = [r for r in plan.create + plan.replace if r.name not in failed_deletes]
+        failures += self._run(creates, "create", start_batch)
+        for key in plan.forget:
+            self.state.forget(key)
+        if failures:
+            raise ApplyError(failures)
+
+    def _run(self, resources: list[Resource], action: str, start_batch: StartBatch) -> list[str]:
+        batches = defaultdict(list)
+        for resource in resources:
+            batches[(resource.provider, resource.group, resource.kind)].append(resource)
+        if not batches:
+            return []
+        work = [(key, batch, start_batch(f"{action} {key[2]} {key[1]} ({len(batch)})", len(batch)))
+                for key, batch in sorted(batches.items())]
+        with ThreadPoolExecutor(max_workers=len(work)) as pool:
+            results = pool.map(lambda item: self._run_batch(action, *item), work)
+        return [failure for failure in results if failure]
+
+    def _run_batch(self, action, key, batch, advance) -> str | None:
+        provider = self.plugins.providers[key[0]]
+        ctx = self.context(progress=advance)
+        try:
+            if action == "create":
+                self._create(provider, ctx, batch)
+            else:
+                self._delete(provider, ctx, batch)
+        except GcpgpuError as error:
+            return f"{action} {key[2]} {key[1]}: {error}"
+        return None
+
+    def _create(self, provider, ctx, batch: list[Resource]) -> None:
+        for r in batch:
+            entry = self.state.resources.get(r.key, {})
+            # Reuse the request id only when the outcome of the last attempt is unknown.
+            r.request_id = (entry.get("request_id") if entry.get("status") == "creating" else "") \
+                or str(uuid.uuid4())
+            self.state.record(r.key, status="creating", request_id=r.request_id,
+                              provider=r.provider, kind=r.kind, name=r.name, group=r.group,
+                              location=r.location, digest=r.digest)
+        try:
+            provider.create(ctx, batch)
+        except GcpgpuError:
+            for r in batch:
+                self.state.record(r.key, status="failed", request_id="")
+            raise
+        for r in batch:
+            self.state.record(r.key, status="created", request_id="")
+
+    def _delete(self, provider, ctx, batch: list[Resource]) -> None:
+        for r in batch:
+            self.state.record(r.key, status="deleting", provider=r.provider, kind=r.kind,
+                              name=r.name, group=r.group, location=r.location)
+        provider.delete(ctx, batch)
+        for r in batch:
+            self.state.forget(r.key)

@@ -1,0 +1,57 @@
+"""The hooks gcpgpu calls. Plugins implement them with ``@gcpgpu.hookimpl``.
+
+Built-in plugins (``plugins/gcpgpu_plugins``) and third-party packages both register through the
+``gcpgpu`` entry-point group, so everything here is the whole contract a plugin needs.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("gcpgpu")
+
+
+@hookspec
+def gcpgpu_schema():
+    """Return a JSON Schema fragment to merge into the cluster.yaml schema.
+
+    The fragment is a dict with either or both keys:
+    ``"cluster"``: ``{"properties": {...}, "$defs": {...}}`` merged into the top level;
+    ``"node_group"``: ``{"properties": {...}}`` merged into every node group.
+    Give every property a ``description`` and, where there is one, a ``default``: the defaults are
+    filled into the loaded spec.
+    """
+
+
+@hookspec
+def gcpgpu_validate(spec):
+    """Check a schema-valid spec for problems the schema cannot express.
+
+    Return a list of :class:`gcpgpu.errors.Problem` (empty when all is well). Never call an API
+    here: validation runs before anything is created.
+    """
+
+
+@hookspec
+def gcpgpu_register_providers(register):
+    """Call ``register(provider)`` for every provider this plugin offers.
+
+    A provider owns one kind of cluster resource; node groups choose it with ``provider: NAME``.
+    It must have a ``name`` and implement :class:`gcpgpu.provider.Provider`.
+    """
+
+
+@hookspec
+def gcpgpu_host_groups(spec, hosts):
+    """Return extra inventory groups as ``{group_name: [host_name, ...]}``.
+
+    ``hosts`` is the list of :class:`gcpgpu.provider.Host` the cluster has now.
+    """
+
+
+@hookspec
+def gcpgpu_plays(spec):
+    """Return plays to add to the configuration playbook, as a list of dicts.
+
+    Each dict is ``{"name": str, "hosts": str, "roles": [{"role": NAME, "vars": {...}}],
+    "order": int}``; plays run in ascending ``order`` (core roles use 10-50).
+    """

@@ -1,0 +1,80 @@
+"""What a provider plugin implements, and the values it exchanges with the core.
+
+The core plans and applies without knowing any resource kind: it compares the ``Resource`` values
+a provider says are desired with the ones it finds live, and hands batches back to it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+
+@dataclass
+class Resource:
+    """One cloud resource, desired or live. ``digest`` summarises the settings that, when they
+    differ between desired and live, mean the resource must be replaced."""
+
+    provider: str
+    kind: str
+    name: str
+    group: str
+    location: str
+    digest: str
+    body: dict[str, Any] = field(default_factory=dict)
+    status: str = ""
+    request_id: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass
+class Host:
+    """A machine configuration reaches over SSH."""
+
+    name: str
+    group: str
+    address: str
+    zone: str = ""
+    instance_id: str = ""
+    status: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    hostvars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What a provider call gets from the core: who, where, and how to build clients."""
+
+    spec: dict[str, Any]
+    clients: Any  # gcpgpu.clients.ClientFactory
+    progress: Callable[[int], None] = lambda advance: None
+    log: Callable[[str], None] = lambda message: None
+
+    @property
+    def cluster(self) -> str:
+        return self.spec["name"]
+
+    @property
+    def project(self) -> str:
+        return self.spec["project"]
+
+
+class Provider(Protocol):
+    name: str
+
+    def desired(self, spec: dict, group_name: str, group: dict) -> list[Resource]:
+        """The resources one node group needs, with deterministic names."""
+
+    def observe(self, ctx: Context) -> list[Resource]:
+        """Every live resource of this provider labelled as this cluster's (few API calls)."""
+
+    def create(self, ctx: Context, resources: list[Resource]) -> None:
+        """Create the resources, waiting until done. Raise GcpgpuError on failure."""
+
+    def delete(self, ctx: Context, resources: list[Resource]) -> None:
+        """Delete the resources, waiting until done. Missing ones are not an error."""
+
+    def hosts(self, ctx: Context, live: list[Resource]) -> list[Host]:
+        """The hosts among the live resources."""

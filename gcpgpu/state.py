@@ -1,0 +1,82 @@
+"""Local state: what gcpgpu intended and achieved for a cluster, and the lock that serialises
+commands on it.
+
+Intent is recorded before every mutating call and the outcome after, so a run killed at any
+point leaves enough to converge from: a resource in ``creating`` keeps its request id, which a
+re-run reuses so the API deduplicates the insert instead of making a second resource.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from gcpgpu.errors import LockedError
+
+STATE_ENV = "GCPGPU_STATE_DIR"
+
+
+def default_state_root() -> Path:
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "gcpgpu"
+
+
+class ClusterState:
+    def __init__(self, root: Path, project: str, cluster: str):
+        self.dir = Path(root).expanduser() / project / cluster
+        self.file = self.dir / "state.json"
+        self.resources: dict[str, dict] = {}
+        if self.file.exists():
+            self.resources = json.loads(self.file.read_text()).get("resources", {})
+
+    @classmethod
+    def for_spec(cls, spec: dict) -> "ClusterState":
+        root = (spec.get("state") or {}).get("path") or default_state_root()
+        return cls(Path(root), spec["project"], spec["name"])
+
+    def record(self, key: str, **entry) -> None:
+        self.resources[key] = {**self.resources.get(key, {}), **entry, "updated": time.time()}
+        self._save()
+
+    def forget(self, key: str) -> None:
+        if self.resources.pop(key, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"resources": self.resources}, indent=1, sort_keys=True))
+        os.replace(tmp, self.file)  # atomic: a kill never leaves half a file
+
+    @contextlib.contextmanager
+    def lock(self, command: str):
+        """Hold the cluster's lock; fail fast, naming the holder, if another command has it.
+
+        flock is released by the kernel when the holder dies, so kill -9 leaves no stale lock.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / "lock"
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another gcpgpu process"
+                raise LockedError(
+                    f"cluster {self.dir.name!r} is locked by {holder}; wait for it to finish "
+                    f"(or stop it) and retry"
+                ) from None
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} running '{command}' "
+                         f"since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            handle.flush()
+            try:
+                yield self
+            finally:
+                handle.truncate(0)

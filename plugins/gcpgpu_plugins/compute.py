@@ -1,0 +1,219 @@
+"""The `compute` provider: one Compute Engine VM per node of a node group.
+
+Creates with one ``instances.bulkInsert`` per group and zone (all-or-nothing), falling back
+through ``fallback_zones`` on stockouts and regional quota; reads live state with one
+``aggregatedList`` filtered on the cluster label; deletes one instance per call (the API has no
+bulk delete) with the waits in parallel.
+"""
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from gcpgpu.errors import CapacityError, GcpgpuError
+from gcpgpu.plugins import hookimpl
+from gcpgpu.provider import Context, Host, Resource
+from gcpgpu_plugins import compute_spec
+from gcpgpu_plugins.gcp import (
+    CLUSTER_LABEL, DIGEST_LABEL, GROUP_LABEL, OperationFailed, digest, label_filter, region_of,
+    retry_policy, short_name, wait_zone_operation,
+)
+
+KIND = "instance"
+IMPLICIT_GPU_FAMILIES = ("a2-", "a3-", "g2-")  # these machine types carry their GPUs themselves
+DELETE_PARALLELISM = 16
+
+
+def instance_name(cluster: str, group: str, index: int) -> str:
+    return f"{cluster}-{group}-{index:04d}"
+
+
+def group_settings(spec: dict, group: dict) -> dict:
+    """Everything about a group's VMs that requires a new VM when it changes."""
+    keys = ("machine_type", "accelerator", "image", "disk", "spot", "metadata", "tags")
+    return {k: group.get(k) for k in keys} | {"labels": {**spec["labels"], **group["labels"]}}
+
+
+class ComputeProvider:
+    name = "compute"
+
+    def desired(self, spec: dict, group_name: str, group: dict) -> list[Resource]:
+        settings = group_settings(spec, group)
+        return [Resource(provider=self.name, kind=KIND, name=instance_name(spec["name"], group_name, i),
+                         group=group_name, location=spec["zone"], digest=digest(settings),
+                         body=settings)
+                for i in range(group["count"])]
+
+    def observe(self, ctx: Context) -> list[Resource]:
+        from google.cloud import compute_v1
+
+        client = ctx.clients.get(compute_v1.InstancesClient)
+        request = compute_v1.AggregatedListInstancesRequest(
+            project=ctx.project, filter=label_filter(ctx.cluster), return_partial_success=True)
+        found = []
+        for _, scoped in client.aggregated_list(request=request, retry=retry_policy()):
+            for instance in scoped.instances:
+                labels = dict(instance.labels)
+                found.append(Resource(
+                    provider=self.name, kind=KIND, name=instance.name,
+                    group=labels.get(GROUP_LABEL, ""), location=short_name(instance.zone),
+                    digest=labels.get(DIGEST_LABEL, ""), status=instance.status,
+                    body=compute_v1.Instance.to_dict(instance, preserving_proto_field_name=False)))
+        return found
+
+    def create(self, ctx: Context, resources: list[Resource]) -> None:
+        first = resources[0]  # a batch is one group: same settings for all
+        names = [r.name for r in resources]
+        batch_id = uuid.uuid5(uuid.NAMESPACE_URL, ",".join(sorted(r.request_id for r in resources)))
+        zones = [ctx.spec["zone"], *ctx.spec.get("fallback_zones", [])]
+        tried, quota_regions = [], set()
+        for zone in zones:
+            if region_of(zone) in quota_regions:
+                continue
+            try:
+                # A different request id per zone: the API would replay a failed zone's result.
+                self._bulk_insert(ctx, zone, first, names, str(uuid.uuid5(batch_id, zone)))
+                ctx.progress(len(names))
+                return
+            except OperationFailed as failure:
+                if failure.all_regions_quota:
+                    raise CapacityError(f"{failure} (GPUS_ALL_REGIONS is project-wide: no other "
+                                        "zone can help; request a quota increase)") from None
+                if not (failure.stockout or failure.quota):
+                    raise
+                if failure.quota:
+                    quota_regions.add(region_of(zone))
+                tried.append(f"{zone}: {failure}")
+                ctx.log(f"{zone}: {failure}; trying the next zone")
+        raise CapacityError(
+            f"could not create {len(names)} x {first.body['machine_type']} in any zone tried:\n"
+            + "\n".join(f"    {t}" for t in tried)
+            + "\n    add zones to fallback_zones, lower count, or retry later")
+
+    def _bulk_insert(self, ctx: Context, zone: str, template: Resource, names: list[str],
+                     request_id: str) -> None:
+        from google.api_core import exceptions
+        from google.cloud import compute_v1
+
+        client = ctx.clients.get(compute_v1.InstancesClient)
+        resource = compute_v1.BulkInsertInstanceResource(
+            count=len(names), min_count=len(names),
+            per_instance_properties={n: compute_v1.BulkInsertInstanceResourcePerInstanceProperties()
+                                     for n in names},
+            instance_properties=self._properties(ctx, template))
+        try:
+            operation = client.bulk_insert(project=ctx.project, zone=zone, request_id=request_id,
+                                           bulk_insert_instance_resource_resource=resource,
+                                           retry=retry_policy())
+        except exceptions.Conflict:
+            # Someone made one of the names since we looked: adopt it if it is ours, else stop.
+            remaining = self._not_adopted(ctx, zone, names)
+            if not remaining:
+                return
+            if remaining != names:
+                return self._bulk_insert(ctx, zone, template, remaining,
+                                         str(uuid.uuid5(uuid.UUID(request_id), "adopted")))
+            raise
+        wait_zone_operation(ctx.clients, ctx.project, zone, operation.name)
+
+    def _not_adopted(self, ctx: Context, zone: str, names: list[str]) -> list[str]:
+        """The names still to create after a conflict: a same-named instance is adopted if its
+        labels say it is this cluster's, and refused otherwise."""
+        from google.api_core import exceptions
+        from google.cloud import compute_v1
+
+        client = ctx.clients.get(compute_v1.InstancesClient)
+        remaining = []
+        for name in names:
+            try:
+                existing = client.get(project=ctx.project, zone=zone, instance=name,
+                                      retry=retry_policy())
+            except exceptions.NotFound:
+                remaining.append(name)
+                continue
+            if existing.labels.get(CLUSTER_LABEL) != ctx.cluster:
+                raise GcpgpuError(f"instance {name} in {zone} exists but is not labelled "
+                                  f"{CLUSTER_LABEL}={ctx.cluster}; delete or rename it, or "
+                                  f"rename the cluster")
+        return remaining
+
+    def _properties(self, ctx: Context, template: Resource):
+        from google.cloud import compute_v1
+
+        s = template.body
+        labels = {**s["labels"], CLUSTER_LABEL: ctx.cluster, GROUP_LABEL: template.group,
+                  DIGEST_LABEL: template.digest}
+        image = s["image"]
+        source = (f"projects/{image['project']}/global/images/family/{image['family']}"
+                  if image.get("family") else f"projects/{image['project']}/global/images/{image['name']}")
+        accelerator = s.get("accelerator") or {}
+        has_gpu = bool(accelerator) or s["machine_type"].startswith(IMPLICIT_GPU_FAMILIES)
+        explicit = accelerator and not s["machine_type"].startswith(IMPLICIT_GPU_FAMILIES)
+        scheduling = compute_v1.Scheduling(
+            # GPU VMs cannot live-migrate: GCE rejects them unless maintenance terminates them.
+            on_host_maintenance="TERMINATE" if has_gpu else "MIGRATE",
+            automatic_restart=not s["spot"],
+            **({"provisioning_model": "SPOT", "instance_termination_action": "STOP"} if s["spot"] else {}))
+        return compute_v1.InstanceProperties(
+            machine_type=s["machine_type"],
+            labels=labels,
+            tags=compute_v1.Tags(items=list(s["tags"])),
+            metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=str(v))
+                                                for k, v in sorted(s["metadata"].items())]),
+            guest_accelerators=[compute_v1.AcceleratorConfig(
+                accelerator_type=accelerator["type"], accelerator_count=accelerator["count"])]
+            if explicit else [],
+            disks=[compute_v1.AttachedDisk(
+                boot=True, auto_delete=True,
+                initialize_params=compute_v1.AttachedDiskInitializeParams(
+                    source_image=source, disk_size_gb=s["disk"]["size_gb"],
+                    disk_type=s["disk"]["type"], labels=labels))],
+            network_interfaces=[compute_v1.NetworkInterface(
+                network="global/networks/default",
+                access_configs=[compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])],
+            scheduling=scheduling,
+            shielded_instance_config=compute_v1.ShieldedInstanceConfig(
+                enable_vtpm=True, enable_integrity_monitoring=True))
+
+    def delete(self, ctx: Context, resources: list[Resource]) -> None:
+        with ThreadPoolExecutor(max_workers=min(DELETE_PARALLELISM, len(resources))) as pool:
+            list(pool.map(lambda r: self._delete_one(ctx, r), resources))
+
+    def _delete_one(self, ctx: Context, resource: Resource) -> None:
+        from google.api_core import exceptions
+        from google.cloud import compute_v1
+
+        client = ctx.clients.get(compute_v1.InstancesClient)
+        try:
+            operation = client.delete(project=ctx.project, zone=resource.location,
+                                      instance=resource.name, retry=retry_policy())
+            wait_zone_operation(ctx.clients, ctx.project, resource.location, operation.name)
+        except exceptions.NotFound:
+            pass  # already gone: the goal of a delete
+        ctx.progress(1)
+
+    def hosts(self, ctx: Context, live: list[Resource]) -> list[Host]:
+        hosts = []
+        for r in live:
+            interface = (r.body.get("networkInterfaces") or [{}])[0]
+            nat = [c.get("natIP") for c in interface.get("accessConfigs", []) if c.get("natIP")]
+            hosts.append(Host(
+                name=r.name, group=r.group, address=(nat or [interface.get("networkIP", "")])[0],
+                zone=r.location, instance_id=str(r.body.get("id", "")), status=r.status,
+                labels=r.body.get("labels", {}), hostvars=r.body))
+        return hosts
+
+
+@hookimpl
+def gcpgpu_schema():
+    return {"node_group": compute_spec.SCHEMA_FRAGMENT}
+
+
+@hookimpl
+def gcpgpu_validate(spec):
+    return compute_spec.validate(spec)
+
+
+@hookimpl
+def gcpgpu_register_providers(register):
+    register(ComputeProvider())

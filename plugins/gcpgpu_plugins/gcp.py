@@ -1,0 +1,94 @@
+"""Compute Engine plumbing shared by the built-in providers: retries, operation waits, error
+classification and labels. Google libraries are imported lazily (`gcpgpu --help` stays fast)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import lru_cache
+
+from gcpgpu.errors import GcpgpuError
+
+CLUSTER_LABEL = "gcpgpu-cluster"
+GROUP_LABEL = "gcpgpu-group"
+DIGEST_LABEL = "gcpgpu-digest"
+STOCKOUT_CODES = {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS"}
+RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
+OPERATION_DEADLINE_S = 1800
+
+
+class OperationFailed(GcpgpuError):
+    """A DONE operation carrying errors, classified by ``error.errors[].code``."""
+
+    def __init__(self, operation):
+        self.errors = [(e.code, e.message) for e in operation.error.errors]
+        self.codes = {code for code, _ in self.errors}
+        super().__init__("; ".join(f"{code}: {message}" for code, message in self.errors))
+
+    @property
+    def stockout(self) -> bool:
+        return bool(self.codes & STOCKOUT_CODES)
+
+    @property
+    def quota(self) -> bool:
+        return "QUOTA_EXCEEDED" in self.codes
+
+    @property
+    def all_regions_quota(self) -> bool:
+        """A project-wide GPU quota: no other zone or region can help."""
+        return self.quota and "GPUS_ALL_REGIONS" in str(self)
+
+
+def is_transient(exc: Exception) -> bool:
+    from google.api_core import exceptions as e
+
+    if isinstance(exc, (e.TooManyRequests, e.InternalServerError, e.ServiceUnavailable,
+                        e.BadGateway, e.GatewayTimeout)):
+        return True
+    if isinstance(exc, e.Forbidden):  # per-minute rate limits: wait for the next window
+        reasons = {err.get("reason") for err in exc.errors or [] if isinstance(err, dict)}
+        return bool(reasons & RATE_LIMIT_REASONS) or "rateLimitExceeded" in str(exc)
+    return False
+
+
+@lru_cache(maxsize=1)
+def retry_policy():
+    """Compute clients retry nothing by default; this backs off on transient errors."""
+    from google.api_core.retry import Retry
+
+    return Retry(predicate=is_transient, initial=1.0, maximum=60.0, multiplier=2.0, timeout=600.0)
+
+
+def wait_zone_operation(clients, project: str, zone: str, name: str):
+    """Wait with zoneOperations.wait (each call blocks server-side up to ~2 min) and raise
+    OperationFailed if the finished operation carries errors."""
+    from google.cloud import compute_v1
+
+    operations = clients.get(compute_v1.ZoneOperationsClient)
+    deadline = time.monotonic() + OPERATION_DEADLINE_S
+    while True:
+        operation = operations.wait(project=project, zone=zone, operation=name, retry=retry_policy())
+        if operation.status == compute_v1.Operation.Status.DONE:
+            break
+        if time.monotonic() > deadline:
+            raise GcpgpuError(f"operation {name} in {zone} not done after {OPERATION_DEADLINE_S}s")
+    if operation.error and operation.error.errors:
+        raise OperationFailed(operation)
+    return operation
+
+
+def label_filter(cluster: str) -> str:
+    return f'labels.{CLUSTER_LABEL} = "{cluster}"'
+
+
+def digest(settings: dict) -> str:
+    """A label-safe summary of the settings that force a replacement when they change."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def short_name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def region_of(zone: str) -> str:
+    return zone.rsplit("-", 1)[0]
