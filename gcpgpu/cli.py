@@ -118,9 +118,8 @@ def up(session, spec_file):
     with cluster.state.lock("gcpgpu up"):
         the_plan = cluster.plan()
         report.console.print(report.plan_summary(the_plan))
-        if the_plan.changes:
-            with report.progress() as start_batch:
-                cluster.apply(the_plan, start_batch)
+        with report.progress() as start_batch:
+            cluster.apply(the_plan, start_batch)
         hosts = cluster.hosts()
     report.console.print(report.hosts_table(hosts, title=f"cluster {cluster.spec['name']}"))
 

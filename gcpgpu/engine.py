@@ -106,6 +106,11 @@ class Cluster:
         failures += self._run(creates, "create", start_batch)
         for key in plan.forget:
             self.state.forget(key)
+        for r in plan.keep:  # found live (maybe made by a run that was killed): now known
+            if self.state.resources.get(r.key, {}).get("status") != "created":
+                self.state.record(r.key, status="created", request_id="", provider=r.provider,
+                                  kind=r.kind, name=r.name, group=r.group, location=r.location,
+                                  digest=r.digest)
         if failures:
             raise ApplyError(failures)
 
