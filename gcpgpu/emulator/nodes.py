@@ -486,11 +486,18 @@ class NodePool:
     def _kill_netns(self, netns: str) -> None:
         res = _run(["ip", "netns", "pids", netns], check=False)
         pids = [int(p) for p in res.stdout.split() if p.isdigit()]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # PID-namespace inits first, so that their parents (unshare) can reap them.
+        inits = [p for p in pids if _is_pidns_init(p)]
+        for group in (inits, pids):
+            for pid in group:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if group is inits and inits:
+                until = time.monotonic() + 1
+                while any(_pid_alive(p) for p in inits) and time.monotonic() < until:
+                    time.sleep(0.005)
         deadline = time.monotonic() + 5
         while pids and time.monotonic() < deadline:
             pids = [p for p in pids if _pid_alive(p)]
@@ -689,25 +696,30 @@ class NodePool:
         """Kill the node's PID namespace, delete its netns/veth and its files."""
         netns, veth = self._netns_name(host), self._veth_name(host)
         if node is not None:
+            # SIGKILL the init (pid 1 of the node's PID namespace): the kernel kills
+            # every other process in it.  unshare, its parent, then reaps it and
+            # exits; killing unshare first would orphan the init to the host's
+            # pid 1, which may leave it a zombie for a while.
+            killed = False
             if node._pidfd is not None:
                 try:
                     signal.pidfd_send_signal(node._pidfd, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                    killed = True
                 except OSError:
                     pass
             if node._proc is not None:
-                if node._proc.poll() is None:
-                    try:
-                        node._proc.kill()  # --kill-child: SIGKILLs the init as well
-                    except ProcessLookupError:
-                        pass
+                if not killed and node._proc.poll() is None:
+                    node._proc.kill()  # --kill-child: the init gets SIGKILL as well
                 try:
-                    node._proc.wait(timeout=10)
+                    node._proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    pass
+                    node._proc.kill()
+                    try:
+                        node._proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        pass
             if node._pidfd is not None:
-                _wait_pidfd_exit(node._pidfd, 10)
+                _wait_pidfd_exit(node._pidfd, 5)
                 os.close(node._pidfd)
                 node._pidfd = None
             if node._log is not None:
@@ -731,6 +743,17 @@ def _pid_alive(pid: int) -> bool:
         return state != "Z"
     except (OSError, IndexError):
         return False
+
+
+def _is_pidns_init(pid: int) -> bool:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                ids = line.split()[1:]
+                return len(ids) > 1 and ids[-1] == "1"
+    except OSError:
+        pass
+    return False
 
 
 def _wait_pidfd_exit(pidfd: int, timeout: float) -> None:
