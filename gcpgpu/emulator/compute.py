@@ -1,0 +1,1056 @@
+"""Compute Engine state and the handlers of the REST methods the emulator serves.
+
+Everything here runs under one re-entrant lock (``ComputeState.lock``): handlers are short and
+the emulator favours obviously-correct concurrency over throughput.  Operation effects (an
+instance turning RUNNING, a deleted instance disappearing) are fired lazily by ``advance()``,
+which the server calls before every request and a ticker thread calls every few milliseconds.
+
+Modelling choices worth knowing:
+* GPUs are consumed by every instance that is not TERMINATED, so stop/preempt/delete free them
+  (delete when its operation is DONE) and ``start`` checks capacity and quota again.
+* Capacity is physical (per zone and accelerator type, across projects); quota is per project
+  (regional GPU metrics, ``PREEMPTIBLE_*`` for spot/preemptible, and GPUS_ALL_REGIONS).
+* setLabels / setMetadata take effect at once; their operations still take ``latency``.
+* bulkInsert: names in perInstanceProperties that already exist count toward ``count``; the
+  rest come from namePattern, using the lowest unused numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import ipaddress
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from . import catalog
+from .errors import (
+    ApiError,
+    OperationError,
+    already_exists,
+    bad_request,
+    fingerprint_mismatch,
+    invalid,
+    not_found,
+    stockout_message,
+)
+from .filters import compile_filter
+from .operations import Operation
+from .resources import (
+    LABEL_KEY_PATTERN,
+    LABEL_VALUE_PATTERN,
+    NAME_PATTERN,
+    Links,
+    accelerator_type_json,
+    fingerprint,
+    image_json,
+    machine_type_json,
+    new_id,
+    parse_reference,
+    region_json,
+    rfc3339,
+    zone_json,
+)
+from .routes import METHOD_IDS, Route
+
+DEFAULT_CAPACITY = 1024  # free GPUs per zone and offered accelerator type
+DEFAULT_QUOTA = 4096.0  # every GPU quota metric, regional and global
+MAX_RESULTS = 500
+GLOBAL = "global"
+
+
+@dataclass
+class ApiRequest:
+    """One API call, already routed."""
+
+    method_id: str
+    project: str
+    params: dict[str, str]
+    query: dict[str, str]
+    body: dict
+    base_url: str
+    fault: "InjectedFault | None" = None  # an in-operation fault this call must report
+
+    @property
+    def links(self) -> Links:
+        return Links(self.base_url, self.project)
+
+    @property
+    def request_id(self) -> str | None:
+        return self.query.get("requestId") or None
+
+
+@dataclass
+class InjectedFault:
+    method: str
+    code: str
+    zone: str | None
+    remaining: int
+    http_status: int | None
+    message: str | None
+
+    def matches(self, method_id: str, zone: str | None) -> bool:
+        return self.remaining > 0 and self.method == method_id and self.zone in (None, zone)
+
+    def api_error(self, default_status: int = 503) -> ApiError:
+        status = self.http_status or default_status
+        return ApiError(status, self.code, self.message or f"Injected fault: {self.code}")
+
+    def operation_error(self, project: str, zone: str | None) -> OperationError:
+        message = self.message
+        if message is None and self.code.startswith("ZONE_RESOURCE_POOL_EXHAUSTED"):
+            message = stockout_message(project, zone or "unknown")
+        return OperationError(self.code, message or f"Injected fault: {self.code}")
+
+
+@dataclass
+class InstanceRecord:
+    project: str
+    zone: str
+    resource: dict  # the instance JSON as served
+    gpu_type: str | None = None
+    gpu_count: int = 0
+    preemptible: bool = False
+    wants_nat_ips: int = 0
+    allocated_ips: list[str] = field(default_factory=list)
+    allocated_nat_ips: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.resource["name"]
+
+    @property
+    def status(self) -> str:
+        return self.resource["status"]
+
+    @status.setter
+    def status(self, value: str) -> None:
+        self.resource["status"] = value
+
+    @property
+    def holds_gpus(self) -> bool:
+        return self.gpu_count > 0 and self.status != "TERMINATED"
+
+    def quota_demand(self) -> Iterable[tuple[tuple[str, str], int]]:
+        if not self.gpu_count:
+            return []
+        metric = catalog.ACCELERATORS[self.gpu_type].quota_metric
+        if self.preemptible:
+            metric = "PREEMPTIBLE_" + metric
+        region = catalog.region_of(self.zone)
+        return [((region, metric), self.gpu_count), ((GLOBAL, catalog.GLOBAL_GPU_METRIC), self.gpu_count)]
+
+
+class AddressPool:
+    """Hands out host addresses of a network, reusing released ones first."""
+
+    def __init__(self, network: str, first_host: int):
+        self.network = ipaddress.ip_network(network)
+        self.next_offset = first_host
+        self.released: set[int] = set()
+
+    def free_count(self) -> int:
+        return self.network.num_addresses - 1 - self.next_offset + len(self.released)
+
+    def allocate(self) -> str:
+        if self.released:
+            offset = min(self.released)
+            self.released.discard(offset)
+        else:
+            offset = self.next_offset
+            self.next_offset += 1
+        return str(self.network.network_address + offset)
+
+    def release(self, address: str) -> None:
+        offset = int(ipaddress.ip_address(address)) - int(self.network.network_address)
+        if 0 < offset < self.network.num_addresses:
+            self.released.add(offset)
+
+
+def _copy(value: Any) -> Any:
+    return copy.deepcopy(value)
+
+
+def _int_field(value: Any, field_name: str, default: int | None = None) -> int:
+    if value is None or value == "":
+        if default is None:
+            raise invalid(f"Required field '{field_name}' not specified")
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise invalid(f"Invalid value for field '{field_name}': '{value}'. Must be an integer.") from None
+
+
+class ComputeState:
+    def __init__(self, latency: float = 3.0, project: str | None = None, max_wait: float = 120.0):
+        self.lock = threading.RLock()
+        self.latency = latency
+        self.project = project
+        self.max_wait = max_wait
+        self.instances: dict[tuple[str, str, str], InstanceRecord] = {}
+        self.operations: dict[tuple[str, str, str], Operation] = {}
+        self.active_operations: list[Operation] = []
+        self.operations_by_request_id: dict[tuple[str, str], Operation] = {}
+        self.capacity_total: dict[tuple[str, str], int] = {}
+        self.quota_limits: dict[tuple[str, str], float] = {}
+        self.faults: list[InjectedFault] = []
+        self.binder = None
+        self.internal_ips = AddressPool("10.128.0.0/16", first_host=2)
+        self.external_ips = AddressPool("203.0.113.0/24", first_host=1)
+
+    # ================================================================ admin / Python API
+
+    def set_capacity(self, zone: str, accelerator_type: str, gpus: int) -> None:
+        """Make ``gpus`` GPUs of that type free in the zone right now."""
+        with self.lock:
+            self.advance()
+            used = self._gpus_in_use(zone, accelerator_type)
+            self.capacity_total[(zone, accelerator_type)] = used + int(gpus)
+
+    def set_quota(self, region: str, metric: str, limit: float) -> None:
+        with self.lock:
+            self.quota_limits[(region, metric)] = float(limit)
+
+    def inject_fault(self, method: str, code: str, zone: str | None = None, times: int = 1,
+                     http_status: int | None = None, message: str | None = None) -> None:
+        if method not in METHOD_IDS:
+            raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHOD_IDS)}")
+        with self.lock:
+            self.faults.append(InjectedFault(method, code, zone, int(times), http_status, message))
+
+    def take_fault(self, method_id: str, zone: str | None) -> InjectedFault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.matches(method_id, zone):
+                    fault.remaining -= 1
+                    self.faults = [f for f in self.faults if f.remaining > 0]
+                    return fault
+            return None
+
+    def preempt(self, zone: str, name: str, project: str | None = None) -> dict:
+        """Preempt an instance as GCE does: TERMINATED (or deleted, per instanceTerminationAction)."""
+        with self.lock:
+            self.advance()
+            record = self._find_instance_anywhere(zone, name, project)
+            base_url = record.resource["selfLink"].split("/compute/v1/")[0]
+            links = Links(base_url, record.project)
+            op = self._register_operation(
+                record.project, f"zones/{zone}", "compute.instances.preempted", base_url,
+                target_link=links.instance(zone, name), target_id=record.resource["id"], latency=0.0,
+                user="system@google.com",
+            )
+            if record.resource.get("scheduling", {}).get("instanceTerminationAction") == "DELETE":
+                self._remove_instance(record)
+            else:
+                record.status = "TERMINATED"
+                record.resource["lastStopTimestamp"] = rfc3339()
+            self.advance()
+            return op.to_json()
+
+    def instance_snapshots(self, project: str | None = None) -> list[dict]:
+        with self.lock:
+            self.advance()
+            return [_copy(r.resource) for r in self._sorted_instances() if project in (None, r.project)]
+
+    def advance(self) -> None:
+        """Fire the effects of every operation whose phase has changed."""
+        with self.lock:
+            now = time.monotonic()
+            still_active = []
+            for op in self.active_operations:
+                op.advance(now)
+                if not op.fired_done:
+                    still_active.append(op)
+            self.active_operations = still_active
+
+    # ====================================================================== dispatch
+
+    def handle(self, route: Route, request: ApiRequest) -> tuple[int, dict]:
+        if route.handler == "operations_wait":  # sleeps without holding the lock
+            return 200, self.operations_wait(request)
+        with self.lock:
+            self.advance()
+            self._check_project(request)
+            if route.mutating and request.request_id:
+                replay = self._replay_request_id(request)
+                if replay is not None:
+                    return 200, replay
+            fault = self.take_fault(route.method_id, request.params.get("zone"))
+            if fault and (fault.http_status or not route.mutating):
+                raise fault.api_error()
+            request.fault = fault
+            return 200, getattr(self, route.handler)(request)
+
+    def _check_project(self, request: ApiRequest) -> None:
+        public_image_project = request.method_id.startswith("compute.images.")
+        if self.project and request.project != self.project and not public_image_project:
+            raise not_found(f"projects/{request.project}")
+
+    def _replay_request_id(self, request: ApiRequest) -> dict | None:
+        try:
+            uuid.UUID(request.request_id)
+        except ValueError:
+            raise invalid(
+                f"Invalid value for field 'requestId': '{request.request_id}'. Must be a valid UUID."
+            ) from None
+        op = self.operations_by_request_id.get((request.project, request.request_id))
+        return op.to_json() if op else None
+
+    # ===================================================================== catalogue
+
+    def _zone(self, request: ApiRequest) -> str:
+        zone = request.params["zone"]
+        if zone not in catalog.ZONE_ACCELERATORS:
+            raise invalid(f"Invalid value for field 'zone': '{zone}'. Unknown zone.")
+        return zone
+
+    def zones_list(self, request: ApiRequest) -> dict:
+        items = [zone_json(request.links, z) for z in catalog.ZONE_ACCELERATORS]
+        return self._list_response(request, "compute#zoneList", "zones", items)
+
+    def zones_get(self, request: ApiRequest) -> dict:
+        zone = request.params["zone"]
+        if zone not in catalog.ZONE_ACCELERATORS:
+            raise not_found(f"projects/{request.project}/zones/{zone}")
+        return zone_json(request.links, zone)
+
+    def regions_list(self, request: ApiRequest) -> dict:
+        items = [self._region_json(request, r) for r in catalog.REGION_DESCRIPTIONS]
+        return self._list_response(request, "compute#regionList", "regions", items)
+
+    def regions_get(self, request: ApiRequest) -> dict:
+        region = request.params["region"]
+        if region not in catalog.REGION_DESCRIPTIONS:
+            raise not_found(f"projects/{request.project}/regions/{region}")
+        return self._region_json(request, region)
+
+    def _region_json(self, request: ApiRequest, region: str) -> dict:
+        quotas = [
+            {"metric": m, "limit": self._quota_limit(region, m),
+             "usage": float(self._quota_usage(request.project, region, m))}
+            for m in catalog.GPU_QUOTA_METRICS
+        ]
+        return region_json(request.links, region, quotas)
+
+    def machine_types_list(self, request: ApiRequest) -> dict:
+        zone = self._zone(request)
+        items = [machine_type_json(request.links, zone, m) for m in catalog.machine_types_in_zone(zone)]
+        return self._list_response(request, "compute#machineTypeList", f"zones/{zone}/machineTypes", items)
+
+    def machine_types_get(self, request: ApiRequest) -> dict:
+        zone = self._zone(request)
+        name = request.params["machineType"]
+        spec = catalog.machine_type_in_zone(zone, name)
+        if spec is None:
+            raise not_found(f"projects/{request.project}/zones/{zone}/machineTypes/{name}")
+        return machine_type_json(request.links, zone, spec)
+
+    def machine_types_aggregated_list(self, request: ApiRequest) -> dict:
+        per_zone = {
+            z: [machine_type_json(request.links, z, m) for m in catalog.machine_types_in_zone(z)]
+            for z in catalog.ZONE_ACCELERATORS
+        }
+        return self._aggregated_response(request, "compute#machineTypeAggregatedList", "machineTypes", per_zone)
+
+    def accelerator_types_list(self, request: ApiRequest) -> dict:
+        zone = self._zone(request)
+        items = [accelerator_type_json(request.links, zone, a) for a in catalog.accelerators_in_zone(zone)]
+        return self._list_response(
+            request, "compute#acceleratorTypeList", f"zones/{zone}/acceleratorTypes", items
+        )
+
+    def accelerator_types_get(self, request: ApiRequest) -> dict:
+        zone = self._zone(request)
+        name = request.params["acceleratorType"]
+        if name not in catalog.accelerators_in_zone(zone):
+            raise not_found(f"projects/{request.project}/zones/{zone}/acceleratorTypes/{name}")
+        return accelerator_type_json(request.links, zone, name)
+
+    def accelerator_types_aggregated_list(self, request: ApiRequest) -> dict:
+        per_zone = {
+            z: [accelerator_type_json(request.links, z, a) for a in catalog.accelerators_in_zone(z)]
+            for z in catalog.ZONE_ACCELERATORS
+        }
+        return self._aggregated_response(
+            request, "compute#acceleratorTypeAggregatedList", "acceleratorTypes", per_zone
+        )
+
+    def images_get(self, request: ApiRequest) -> dict:
+        image = catalog.find_image(request.project, request.params["image"])
+        if image is None:
+            raise not_found(f"projects/{request.project}/global/images/{request.params['image']}")
+        return image_json(request.links, image)
+
+    def images_get_from_family(self, request: ApiRequest) -> dict:
+        image = catalog.find_image_family(request.project, request.params["family"])
+        if image is None:
+            raise not_found(f"projects/{request.project}/global/images/family/{request.params['family']}")
+        return image_json(request.links, image)
+
+    # ======================================================================== listing
+
+    def _page(self, request: ApiRequest, items: list) -> tuple[list, str | None]:
+        max_results = _int_field(request.query.get("maxResults"), "maxResults", MAX_RESULTS)
+        if not 0 <= max_results <= MAX_RESULTS:
+            raise invalid(
+                f"Invalid value for field 'maxResults': '{max_results}'. Must be less than or equal to 500"
+            )
+        max_results = max_results or MAX_RESULTS
+        offset = _decode_page_token(request.query.get("pageToken"))
+        page = items[offset: offset + max_results]
+        more = offset + max_results < len(items)
+        return page, _encode_page_token(offset + max_results) if more else None
+
+    def _list_response(self, request: ApiRequest, kind: str, path: str, items: list[dict]) -> dict:
+        matches = compile_filter(request.query.get("filter"))
+        page, next_token = self._page(request, [i for i in items if matches(i)])
+        self_link = f"{request.links.project_path()}/{path}"
+        body: dict = {"kind": kind, "id": self_link.split("/compute/v1/")[1], "selfLink": self_link}
+        if page:
+            body["items"] = page
+        if next_token:
+            body["nextPageToken"] = next_token
+        return body
+
+    def _aggregated_response(self, request: ApiRequest, kind: str, key: str,
+                             per_zone: dict[str, list[dict]]) -> dict:
+        matches = compile_filter(request.query.get("filter"))
+        flat = [(zone, item) for zone, items in per_zone.items() for item in items if matches(item)]
+        page, next_token = self._page(request, flat)
+        items: dict[str, dict] = {}
+        for zone in catalog.ZONE_ACCELERATORS:
+            on_page = [item for z, item in page if z == zone]
+            scope = f"zones/{zone}"
+            items[scope] = {key: on_page} if on_page else {"warning": _no_results_warning(scope)}
+        self_link = f"{request.links.project_path()}/aggregated/{key}"
+        body: dict = {"kind": kind, "id": f"projects/{request.project}/aggregated/{key}",
+                      "items": items, "selfLink": self_link}
+        if next_token:
+            body["nextPageToken"] = next_token
+        if request.query.get("returnPartialSuccess", "").lower() == "true":
+            body["unreachables"] = []
+        return body
+
+    # ================================================================ instances: read
+
+    def _sorted_instances(self) -> list[InstanceRecord]:
+        return sorted(self.instances.values(), key=lambda r: (r.project, r.zone, r.name))
+
+    def _find_instance_anywhere(self, zone: str, name: str, project: str | None) -> InstanceRecord:
+        found = [r for r in self.instances.values()
+                 if r.zone == zone and r.name == name and project in (None, r.project)]
+        if not found:
+            raise KeyError(f"no instance {name!r} in zone {zone!r}")
+        return found[0]
+
+    def _existing_instance(self, request: ApiRequest) -> InstanceRecord:
+        zone = self._zone(request)
+        name = request.params["instance"]
+        record = self.instances.get((request.project, zone, name))
+        if record is None:
+            raise not_found(f"projects/{request.project}/zones/{zone}/instances/{name}")
+        return record
+
+    def instances_get(self, request: ApiRequest) -> dict:
+        return _copy(self._existing_instance(request).resource)
+
+    def instances_list(self, request: ApiRequest) -> dict:
+        zone = self._zone(request)
+        items = [_copy(r.resource) for r in self._sorted_instances()
+                 if r.project == request.project and r.zone == zone]
+        return self._list_response(request, "compute#instanceList", f"zones/{zone}/instances", items)
+
+    def instances_aggregated_list(self, request: ApiRequest) -> dict:
+        per_zone: dict[str, list[dict]] = {z: [] for z in catalog.ZONE_ACCELERATORS}
+        for record in self._sorted_instances():
+            if record.project == request.project:
+                per_zone[record.zone].append(_copy(record.resource))
+        return self._aggregated_response(request, "compute#instanceAggregatedList", "instances", per_zone)
+
+    def instances_get_guest_attributes(self, request: ApiRequest) -> dict:
+        record = self._existing_instance(request)
+        link = record.resource["selfLink"] + "/getGuestAttributes"
+        query_path = request.query.get("queryPath", "")
+        return {"kind": "compute#guestAttributes", "queryPath": query_path,
+                "queryValue": {"items": []}, "selfLink": link}
+
+    # ============================================================== instances: create
+
+    def instances_insert(self, request: ApiRequest) -> dict:
+        zone = self._zone(request)
+        name = request.body.get("name", "")
+        self._check_name(name, "resource.name")
+        if (request.project, zone, name) in self.instances:
+            raise already_exists(f"projects/{request.project}/zones/{zone}/instances/{name}")
+        record = self._build_instance(request, zone, name, request.body, "resource")
+        op = self._new_operation(request, "insert", request.links.instance(zone, name), record.resource["id"])
+        if op.error is None:
+            self._admit_and_create(request, zone, op, [record], min_count=1)
+        return op.to_json()
+
+    def instances_bulk_insert(self, request: ApiRequest) -> dict:
+        zone = self._zone(request)
+        body = request.body
+        if body.get("sourceInstanceTemplate"):
+            raise bad_request("The emulator does not support sourceInstanceTemplate; send instanceProperties.")
+        count = _int_field(body.get("count"), "resource.count")
+        min_count = _int_field(body.get("minCount"), "resource.minCount", count)
+        if count < 1:
+            raise invalid(f"Invalid value for field 'resource.count': '{count}'. Count must be greater than 0.")
+        if not 1 <= min_count <= count:
+            raise invalid(
+                f"Invalid value for field 'resource.minCount': '{min_count}'. "
+                "Min count must be between 1 and count."
+            )
+        per_instance = body.get("perInstanceProperties") or {}
+        names = self._bulk_names(request.project, zone, count, per_instance, body.get("namePattern", ""))
+        existing = [n for n in names if (request.project, zone, n) in self.instances]
+        properties = body.get("instanceProperties") or {}
+        records = []
+        for name in names:
+            if name in existing:
+                continue
+            props = dict(properties, name=name)
+            if per_instance.get(name, {}).get("hostname"):
+                props["hostname"] = per_instance[name]["hostname"]
+            records.append(self._build_instance(request, zone, name, props, "resource.instanceProperties"))
+        first = records[0].name if records else names[0]
+        op = self._new_operation(request, "bulkInsert", request.links.instance(zone, first), None)
+        op.bulk_target_count = count
+        op.bulk_created_count = len(existing)
+        if op.error is None and records:
+            created = self._admit_and_create(request, zone, op, records, max(0, min_count - len(existing)))
+            op.bulk_created_count += created
+        return op.to_json()
+
+    def _bulk_names(self, project: str, zone: str, count: int, per_instance: dict, pattern: str) -> list[str]:
+        names = list(per_instance)[:count]
+        for name in names:
+            self._check_name(name, "resource.perInstanceProperties")
+        missing = count - len(names)
+        if missing <= 0:
+            return names
+        runs = re.findall(r"#+", pattern)
+        if len(runs) != 1:
+            raise invalid(
+                f"Invalid value for field 'resource.namePattern': '{pattern}'. Name pattern must contain "
+                "exactly one sequence of '#' characters, or perInstanceProperties must name every instance."
+            )
+        hashes = runs[0]
+        number = 1
+        while missing:
+            if number >= 10 ** len(hashes):
+                raise invalid(f"Invalid value for field 'resource.namePattern': '{pattern}'. "
+                              "The pattern cannot produce enough names.")
+            candidate = pattern.replace(hashes, str(number).zfill(len(hashes)))
+            number += 1
+            if candidate in names or (project, zone, candidate) in self.instances:
+                continue
+            self._check_name(candidate, "resource.namePattern")
+            names.append(candidate)
+            missing -= 1
+        return names
+
+    @staticmethod
+    def _check_name(name: str, field_name: str) -> None:
+        if not NAME_PATTERN.fullmatch(name or ""):
+            raise invalid(
+                f"Invalid value for field '{field_name}': '{name}'. "
+                "Must be a match of regex '(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'"
+            )
+
+    def _build_instance(self, request: ApiRequest, zone: str, name: str, props: dict,
+                        prefix: str) -> InstanceRecord:
+        """Validate an Instance/InstanceProperties body and return the not-yet-stored record."""
+        links = request.links
+        machine = self._resolve_machine_type(zone, props.get("machineType"), prefix)
+        gpu_type, gpu_count = self._resolve_gpus(zone, machine, props.get("guestAccelerators") or [], prefix)
+        scheduling = self._scheduling(props.get("scheduling") or {}, gpu_count)
+        labels = self._labels(props.get("labels") or {}, prefix)
+        metadata_items = (props.get("metadata") or {}).get("items") or []
+        nics, nat_count = self._network_interfaces(links, zone, props.get("networkInterfaces") or [{}])
+        resource = {
+            "kind": "compute#instance",
+            "id": new_id(),
+            "creationTimestamp": rfc3339(),
+            "name": name,
+            "description": props.get("description", ""),
+            "tags": {"items": (props.get("tags") or {}).get("items", []),
+                     "fingerprint": fingerprint((props.get("tags") or {}).get("items", []))},
+            "machineType": links.machine_type(zone, machine.name),
+            "status": "PROVISIONING",
+            "zone": links.zone(zone),
+            "canIpForward": bool(props.get("canIpForward", False)),
+            "networkInterfaces": nics,
+            "disks": self._disks(request, zone, name, props.get("disks") or [], prefix),
+            "metadata": {"kind": "compute#metadata", "fingerprint": fingerprint(metadata_items),
+                         "items": metadata_items},
+            "serviceAccounts": props.get("serviceAccounts", []),
+            "selfLink": links.instance(zone, name),
+            "scheduling": scheduling,
+            "cpuPlatform": "Unknown CPU Platform",
+            "labels": labels,
+            "labelFingerprint": fingerprint(labels),
+            "startRestricted": False,
+            "deletionProtection": bool(props.get("deletionProtection", False)),
+            "shieldedInstanceConfig": props.get("shieldedInstanceConfig")
+            or {"enableSecureBoot": False, "enableVtpm": True, "enableIntegrityMonitoring": True},
+            "fingerprint": fingerprint([name, zone]),
+            "satisfiesPzi": False,
+        }
+        if gpu_count:
+            resource["guestAccelerators"] = [
+                {"acceleratorType": links.accelerator_type(zone, gpu_type), "acceleratorCount": gpu_count}
+            ]
+        if props.get("hostname"):
+            resource["hostname"] = props["hostname"]
+        if not metadata_items:
+            del resource["metadata"]["items"]
+        return InstanceRecord(
+            request.project, zone, resource, gpu_type, gpu_count,
+            preemptible=scheduling["preemptible"], wants_nat_ips=nat_count,
+        )
+
+    def _resolve_machine_type(self, zone: str, reference: str | None, prefix: str) -> catalog.MachineTypeSpec:
+        if not reference:
+            raise invalid(f"Invalid value for field '{prefix}.machineType': ''. Machine type must be specified.")
+        parts = parse_reference(reference)
+        name = parts.get("machineTypes", parts["name"])
+        if parts.get("zones", zone) != zone:
+            raise invalid(
+                f"Invalid value for field '{prefix}.machineType': '{reference}'. "
+                f"Machine type specified '{name}' is in a different zone '{parts['zones']}' than the instance."
+            )
+        spec = catalog.machine_type_in_zone(zone, name)
+        if spec is None:
+            raise invalid(
+                f"Invalid value for field '{prefix}.machineType': '{reference}'. "
+                f"Machine type with name '{name}' does not exist in zone '{zone}'."
+            )
+        return spec
+
+    def _resolve_gpus(self, zone: str, machine: catalog.MachineTypeSpec, requested: list[dict],
+                      prefix: str) -> tuple[str | None, int]:
+        if len(requested) > 1:
+            raise bad_request("Only one accelerator type per instance is supported.")
+        if not requested:
+            return machine.bundled_gpu, machine.bundled_gpu_count
+        reference = requested[0].get("acceleratorType", "")
+        name = parse_reference(reference).get("acceleratorTypes", parse_reference(reference)["name"])
+        count = _int_field(requested[0].get("acceleratorCount"), f"{prefix}.guestAccelerators[0].acceleratorCount", 1)
+        field_name = f"{prefix}.guestAccelerators[0].acceleratorType"
+        if name not in catalog.accelerators_in_zone(zone):
+            raise invalid(f"Invalid value for field '{field_name}': '{reference}'. "
+                          f"Accelerator type '{name}' does not exist in zone '{zone}'.")
+        incompatible = bad_request(f"[{machine.name}, {name}] features are not compatible for creating instance.")
+        if machine.bundled_gpu:  # A2/A3/G2: may restate their own GPUs, nothing else
+            if (name, count) != (machine.bundled_gpu, machine.bundled_gpu_count):
+                raise incompatible
+            return name, count
+        spec = catalog.ACCELERATORS[name]
+        if machine.series != "n1" or not spec.n1_counts:
+            raise incompatible
+        if count not in spec.n1_counts:
+            raise invalid(
+                f"Invalid value for field '{prefix}.guestAccelerators[0].acceleratorCount': '{count}'. "
+                f"Accelerator count of {count} is not valid for accelerator type {name}; "
+                f"allowed counts are {sorted(spec.n1_counts)}."
+            )
+        if machine.guest_cpus > spec.n1_counts[count]:
+            raise bad_request(
+                f"Number of vCPUs ({machine.guest_cpus}) of machine type {machine.name} exceeds the maximum "
+                f"({spec.n1_counts[count]}) supported with {count} {name} accelerator(s)."
+            )
+        return name, count
+
+    @staticmethod
+    def _scheduling(requested: dict, gpu_count: int) -> dict:
+        provisioning_model = requested.get("provisioningModel", "STANDARD")
+        preemptible = bool(requested.get("preemptible")) or provisioning_model == "SPOT"
+        default_maintenance = "TERMINATE" if preemptible else "MIGRATE"
+        on_host_maintenance = requested.get("onHostMaintenance") or default_maintenance
+        if gpu_count and on_host_maintenance != "TERMINATE":
+            raise bad_request("Instances with guest accelerators do not support live migration.")
+        scheduling = {
+            "onHostMaintenance": on_host_maintenance,
+            "automaticRestart": bool(requested.get("automaticRestart", not preemptible)),
+            "preemptible": bool(requested.get("preemptible", False)),
+            "provisioningModel": provisioning_model,
+        }
+        if requested.get("instanceTerminationAction"):
+            scheduling["instanceTerminationAction"] = requested["instanceTerminationAction"]
+        return scheduling
+
+    @staticmethod
+    def _labels(labels: dict, prefix: str) -> dict:
+        for key, value in labels.items():
+            if not LABEL_KEY_PATTERN.fullmatch(key) or not LABEL_VALUE_PATTERN.fullmatch(str(value)):
+                raise invalid(
+                    f"Invalid value for field '{prefix}.labels': '{key}={value}'. Label keys must start with a "
+                    "lowercase letter; keys and values may contain only lowercase letters, digits, '_' and '-', "
+                    "at most 63 characters."
+                )
+        return dict(labels)
+
+    def _disks(self, request: ApiRequest, zone: str, instance_name: str, disks: list[dict], prefix: str) -> list:
+        if not disks:
+            raise invalid(f"Invalid value for field '{prefix}.disks': ''. No disks are specified.")
+        links = request.links
+        attached = []
+        for index, disk in enumerate(disks):
+            params = disk.get("initializeParams") or {}
+            field_name = f"{prefix}.disks[{index}].initializeParams"
+            size = self._disk_size(params, field_name)
+            disk_name = params.get("diskName") or (instance_name if index == 0 else f"{instance_name}-{index}")
+            entry = {
+                "kind": "compute#attachedDisk",
+                "type": disk.get("type", "PERSISTENT"),
+                "mode": disk.get("mode", "READ_WRITE"),
+                "source": disk.get("source") and links.expand(disk["source"]) or links.disk(zone, disk_name),
+                "deviceName": disk.get("deviceName") or f"persistent-disk-{index}",
+                "index": index,
+                "boot": bool(disk.get("boot", index == 0)),
+                "autoDelete": bool(disk.get("autoDelete", False)),
+                "interface": disk.get("interface", "SCSI"),
+                "diskSizeGb": str(size),
+                "architecture": "X86_64",
+            }
+            attached.append(entry)
+        return attached
+
+    def _disk_size(self, params: dict, field_name: str) -> int:
+        image_size = 10
+        source_image = params.get("sourceImage")
+        if source_image:
+            image = self._resolve_image(source_image)
+            if image is None:
+                raise invalid(f"Invalid value for field '{field_name}.sourceImage': '{source_image}'. "
+                              "The referenced image resource cannot be found.")
+            image_size = image.disk_size_gb
+        size = _int_field(params.get("diskSizeGb"), f"{field_name}.diskSizeGb", image_size)
+        if size < image_size:
+            raise invalid(f"Invalid value for field '{field_name}.diskSizeGb': '{size}'. Requested disk size "
+                          f"cannot be smaller than the image size ({image_size} GB)")
+        return size
+
+    @staticmethod
+    def _resolve_image(reference: str) -> catalog.ImageSpec | None:
+        parts = parse_reference(reference)
+        project = parts.get("projects", "")
+        if "family" in parts:
+            return catalog.find_image_family(project, parts["family"])
+        return catalog.find_image(project, parts.get("images", parts["name"]))
+
+    @staticmethod
+    def _network_interfaces(links: Links, zone: str, requested: list[dict]) -> tuple[list[dict], int]:
+        region = catalog.region_of(zone)
+        nics, nat_count = [], 0
+        for index, nic in enumerate(requested):
+            network = links.expand(nic.get("network") or "global/networks/default")
+            subnetwork = nic.get("subnetwork") or f"regions/{region}/subnetworks/{parse_reference(network)['name']}"
+            entry = {
+                "kind": "compute#networkInterface",
+                "network": network,
+                "subnetwork": links.expand(subnetwork),
+                "networkIP": "",  # assigned when the instance is created
+                "name": f"nic{index}",
+                "fingerprint": fingerprint(["nic", index]),
+                "stackType": nic.get("stackType", "IPV4_ONLY"),
+            }
+            if nic.get("nicType"):
+                entry["nicType"] = nic["nicType"]
+            if nic.get("accessConfigs"):
+                entry["accessConfigs"] = [
+                    {"kind": "compute#accessConfig", "type": "ONE_TO_ONE_NAT",
+                     "name": config.get("name", "External NAT"), "natIP": config.get("natIP", ""),
+                     "networkTier": config.get("networkTier", "PREMIUM")}
+                    for config in nic["accessConfigs"]
+                ]
+                nat_count += sum(1 for c in nic["accessConfigs"] if not c.get("natIP"))
+            nics.append(entry)
+        return nics, nat_count
+
+    # ------------------------------------------------------ admission: quota, capacity
+
+    def _admit_and_create(self, request: ApiRequest, zone: str, op: Operation, records: list[InstanceRecord],
+                          min_count: int) -> int:
+        """Create as many records as resources allow (at least min_count) or fail the operation."""
+        admitted = self._admissible_count(request.project, zone, records, min_count)
+        if isinstance(admitted, OperationError):
+            op.error = admitted
+            return 0
+        created = records[:admitted]
+        self._store_instances(created)
+        op.on_running.append(lambda: self._set_status(created, {"PROVISIONING"}, "STAGING"))
+        op.on_done.append(lambda: self._mark_running(created))
+        return len(created)
+
+    def _admissible_count(self, project: str, zone: str, records: list[InstanceRecord],
+                          min_count: int) -> int | OperationError:
+        first_failure = self._resource_failure(project, zone, records)
+        if first_failure is None:
+            return len(records)
+        for count in range(len(records) - 1, max(min_count, 1) - 1, -1):
+            if self._resource_failure(project, zone, records[:count]) is None:
+                return count
+        return first_failure
+
+    def _resource_failure(self, project: str, zone: str, records: list[InstanceRecord]) -> OperationError | None:
+        demand: Counter = Counter()
+        for record in records:
+            for key, amount in record.quota_demand():
+                demand[key] += amount
+        for (scope, metric), amount in sorted(demand.items()):
+            limit = self._quota_limit(scope, metric)
+            if self._quota_usage(project, scope, metric) + amount > limit:
+                return _quota_error(metric, scope, limit)
+        gpu_demand: Counter = Counter()
+        for record in records:
+            if record.gpu_count:
+                gpu_demand[record.gpu_type] += record.gpu_count
+        for gpu_type, amount in gpu_demand.items():
+            if amount > self._free_gpus(zone, gpu_type):
+                return OperationError("ZONE_RESOURCE_POOL_EXHAUSTED", stockout_message(project, zone))
+        if sum(r.wants_nat_ips for r in records) > self.external_ips.free_count():
+            limit = float(self.external_ips.network.num_addresses - 2)
+            return _quota_error("IN_USE_ADDRESSES", catalog.region_of(zone), limit)
+        return None
+
+    def _quota_limit(self, scope: str, metric: str) -> float:
+        return self.quota_limits.get((scope, metric), DEFAULT_QUOTA)
+
+    def _quota_usage(self, project: str, scope: str, metric: str) -> int:
+        return sum(
+            amount
+            for record in self.instances.values()
+            if record.project == project and record.holds_gpus
+            for key, amount in record.quota_demand()
+            if key == (scope, metric)
+        )
+
+    def _gpus_in_use(self, zone: str, gpu_type: str) -> int:
+        return sum(r.gpu_count for r in self.instances.values()
+                   if r.zone == zone and r.gpu_type == gpu_type and r.holds_gpus)
+
+    def _free_gpus(self, zone: str, gpu_type: str) -> int:
+        offered = gpu_type in catalog.accelerators_in_zone(zone)
+        total = self.capacity_total.get((zone, gpu_type), DEFAULT_CAPACITY if offered else 0)
+        return total - self._gpus_in_use(zone, gpu_type)
+
+    # ------------------------------------------------------------- storing, removing
+
+    def _store_instances(self, records: list[InstanceRecord]) -> None:
+        done: list[InstanceRecord] = []
+        try:
+            for record in records:
+                self._assign_addresses(record)
+                self.instances[(record.project, record.zone, record.name)] = record
+                done.append(record)
+        except Exception as exc:  # a failing binder must not leave half-created instances
+            for record in done:
+                self._remove_instance(record)
+            raise ApiError(500, "backendError", f"Internal error: node binder failed: {exc}") from exc
+
+    def _assign_addresses(self, record: InstanceRecord) -> None:
+        nics = record.resource["networkInterfaces"]
+        for index, nic in enumerate(nics):
+            if index == 0 and self.binder is not None:
+                nic["networkIP"] = str(self.binder.acquire(record.name, _copy(record.resource)))
+            else:
+                nic["networkIP"] = self.internal_ips.allocate()
+                record.allocated_ips.append(nic["networkIP"])
+            for config in nic.get("accessConfigs", []):
+                if not config["natIP"]:
+                    config["natIP"] = self.external_ips.allocate()
+                    record.allocated_nat_ips.append(config["natIP"])
+
+    def _remove_instance(self, record: InstanceRecord) -> None:
+        key = (record.project, record.zone, record.name)
+        if self.instances.get(key) is not record:
+            return
+        del self.instances[key]
+        for address in record.allocated_ips:
+            self.internal_ips.release(address)
+        for address in record.allocated_nat_ips:
+            self.external_ips.release(address)
+        if self.binder is not None:
+            self.binder.release(record.name)
+
+    @staticmethod
+    def _set_status(records: list[InstanceRecord], from_statuses: set[str], to_status: str) -> None:
+        for record in records:
+            if record.status in from_statuses:
+                record.status = to_status
+
+    def _mark_running(self, records: list[InstanceRecord]) -> None:
+        for record in records:
+            if record.status in ("PROVISIONING", "STAGING"):
+                record.status = "RUNNING"
+                record.resource["lastStartTimestamp"] = rfc3339()
+
+    # ============================================================ instances: mutate
+
+    def instances_delete(self, request: ApiRequest) -> dict:
+        record = self._existing_instance(request)
+        op = self._new_operation(request, "delete", record.resource["selfLink"], record.resource["id"])
+        if op.error is None:
+            record.status = "STOPPING"
+            op.on_done.append(lambda: self._remove_instance(record))
+        return op.to_json()
+
+    def instances_stop(self, request: ApiRequest) -> dict:
+        record = self._existing_instance(request)
+        op = self._new_operation(request, "stop", record.resource["selfLink"], record.resource["id"])
+        if op.error is None and record.status != "TERMINATED":
+            record.status = "STOPPING"
+            op.on_done.append(lambda: self._mark_stopped(record))
+        return op.to_json()
+
+    def _mark_stopped(self, record: InstanceRecord) -> None:
+        if record.status == "STOPPING":
+            record.status = "TERMINATED"
+            record.resource["lastStopTimestamp"] = rfc3339()
+
+    def instances_start(self, request: ApiRequest) -> dict:
+        record = self._existing_instance(request)
+        op = self._new_operation(request, "start", record.resource["selfLink"], record.resource["id"])
+        if op.error is None and record.status == "TERMINATED":
+            op.error = self._resource_failure(record.project, record.zone, [record])
+            if op.error is None:
+                record.status = "STAGING"
+                op.on_done.append(lambda: self._mark_running([record]))
+        return op.to_json()
+
+    def instances_set_labels(self, request: ApiRequest) -> dict:
+        record = self._existing_instance(request)
+        if request.body.get("labelFingerprint") != record.resource["labelFingerprint"]:
+            raise fingerprint_mismatch()
+        labels = self._labels(request.body.get("labels") or {}, "labels")
+        op = self._new_operation(request, "setLabels", record.resource["selfLink"], record.resource["id"])
+        if op.error is None:
+            record.resource["labels"] = labels
+            record.resource["labelFingerprint"] = fingerprint(labels)
+        return op.to_json()
+
+    def instances_set_metadata(self, request: ApiRequest) -> dict:
+        record = self._existing_instance(request)
+        metadata = record.resource["metadata"]
+        if request.body.get("fingerprint") != metadata["fingerprint"]:
+            raise fingerprint_mismatch()
+        items = request.body.get("items") or []
+        op = self._new_operation(request, "setMetadata", record.resource["selfLink"], record.resource["id"])
+        if op.error is None:
+            record.resource["metadata"] = {"kind": "compute#metadata", "fingerprint": fingerprint(items)}
+            if items:
+                record.resource["metadata"]["items"] = items
+        return op.to_json()
+
+    # =================================================================== operations
+
+    def _new_operation(self, request: ApiRequest, operation_type: str, target_link: str,
+                       target_id: str | None) -> Operation:
+        """Register a zonal operation; an injected in-operation fault makes it fail."""
+        zone = request.params["zone"]
+        op = self._register_operation(request.project, f"zones/{zone}", operation_type, request.base_url,
+                                      target_link=target_link, target_id=target_id)
+        if request.fault is not None:
+            op.error = request.fault.operation_error(request.project, zone)
+        if request.request_id:
+            self.operations_by_request_id[(request.project, request.request_id)] = op
+        return op
+
+    def _register_operation(self, project: str, scope: str, operation_type: str, base_url: str, *,
+                            target_link: str, target_id: str | None, latency: float | None = None,
+                            user: str | None = None) -> Operation:
+        millis = int(time.time() * 1000)
+        name = f"operation-{millis}-{uuid.uuid4().hex[:13]}-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:8]}"
+        op = Operation(project, scope, name, operation_type, target_link, target_id, base_url,
+                       self.latency if latency is None else latency)
+        if user:
+            op.user = user
+        self.operations[(project, scope, name)] = op
+        self.active_operations.append(op)
+        return op
+
+    @staticmethod
+    def _operation_scope(request: ApiRequest) -> str:
+        if "zone" in request.params:
+            return f"zones/{request.params['zone']}"
+        if "region" in request.params:
+            return f"regions/{request.params['region']}"
+        return GLOBAL
+
+    def _find_operation(self, request: ApiRequest) -> Operation:
+        scope = self._operation_scope(request)
+        name = request.params["operation"]
+        op = self.operations.get((request.project, scope, name))
+        if op is None:
+            raise not_found(f"projects/{request.project}/{scope}/operations/{name}")
+        return op
+
+    def operations_get(self, request: ApiRequest) -> dict:
+        return self._find_operation(request).to_json()
+
+    def operations_list(self, request: ApiRequest) -> dict:
+        scope = self._operation_scope(request)
+        ops = [op.to_json() for (project, op_scope, _), op in self.operations.items()
+               if project == request.project and op_scope == scope]
+        return self._list_response(request, "compute#operationList", f"{scope}/operations", ops)
+
+    def operations_delete(self, request: ApiRequest) -> dict:
+        op = self._find_operation(request)
+        del self.operations[(op.project, op.scope, op.name)]
+        return {}
+
+    def operations_wait(self, request: ApiRequest) -> dict:
+        """Block until the operation is DONE, or at most max_wait seconds, like GCE's wait."""
+        with self.lock:
+            self.advance()
+            self._check_project(request)
+            op = self._find_operation(request)
+            remaining = op.done_at - time.monotonic()
+        if remaining > 0:
+            time.sleep(min(remaining, self.max_wait))
+        with self.lock:
+            self.advance()
+            return op.to_json()
+
+
+def _quota_error(metric: str, scope: str, limit: float) -> OperationError:
+    if scope == GLOBAL:
+        message = f"Quota '{metric}' exceeded.  Limit: {float(limit)} globally."
+        info = {"metricName": f"compute.googleapis.com/{metric.lower()}",
+                "limitName": f"{metric.replace('_', '-')}-per-project", "limit": float(limit)}
+    else:
+        message = f"Quota '{metric}' exceeded.  Limit: {float(limit)} in region {scope}."
+        info = {"metricName": f"compute.googleapis.com/{metric.lower()}",
+                "limitName": f"{metric.replace('_', '-')}-per-project-region",
+                "dimensions": {"region": scope}, "limit": float(limit)}
+    return OperationError("QUOTA_EXCEEDED", message, details=[{"quotaInfo": info}])
+
+
+def _no_results_warning(scope: str) -> dict:
+    return {
+        "code": "NO_RESULTS_ON_PAGE",
+        "message": f"There are no results for scope '{scope}' on this page.",
+        "data": [{"key": "scope", "value": scope}],
+    }
+
+
+def _encode_page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _decode_page_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)[1])
+    except (ValueError, IndexError):
+        raise invalid(f"Invalid value for field 'pageToken': '{token}'. Invalid page token.") from None
