@@ -39,6 +39,7 @@ class Host:
     zone: str = ""
     instance_id: str = ""
     status: str = ""
+    gpus: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     hostvars: dict[str, Any] = field(default_factory=dict)
 

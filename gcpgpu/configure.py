@@ -1,0 +1,101 @@
+"""Configuration: the playbook plugins contribute, run by ansible-runner on the inventory.
+
+Each run gets a fresh private data dir; its event stream feeds ``ConfigureDisplay``. The play list
+is assembled from the ``gcpgpu_plays`` hook, so the core names no role.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from gcpgpu.errors import GcpgpuError
+from gcpgpu.resources import data_path
+
+
+@dataclass
+class ConfigureResult:
+    ok: dict[str, int] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    unreachable: dict[str, int] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)
+    status: str = ""
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return sorted(set(self.failed) | set(self.unreachable))
+
+
+def assemble_playbook(spec: dict, plugins, skip_roles=()) -> list[dict]:
+    plays = [play for contributed in plugins.hook.gcpgpu_plays(spec=spec) for play in contributed or []]
+    playbook = []
+    for play in sorted(plays, key=lambda p: (p.get("order", 50), p["name"])):
+        roles = [r for r in play["roles"] if r["role"] not in skip_roles]
+        if roles:
+            playbook.append({"name": play["name"], "hosts": play["hosts"], "become": True,
+                             "gather_facts": play.get("gather_facts", True),
+                             "roles": [{"role": r["role"], "tags": [r["role"], *r.get("tags", [])],
+                                        **r.get("vars", {})} for r in roles]})
+    return playbook
+
+
+def run_playbook(cluster, inventory, *, limit=None, tags=None, check=False, diff=False,
+                 skip_roles=(), event_handler=None, ssh_dir: Path | None = None) -> ConfigureResult:
+    import ansible_runner
+
+    playbook = assemble_playbook(cluster.spec, cluster.plugins, skip_roles)
+    result = ConfigureResult()
+    if not playbook or not inventory.hostvars:
+        result.status = "nothing to configure"
+        return result
+    hosts = len(inventory.hostvars)
+    with tempfile.TemporaryDirectory(prefix="gcpgpu-run-") as private:
+        project = Path(private) / "project"
+        project.mkdir()
+        (project / "site.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
+        control = Path(ssh_dir or private) / "cp"
+        control.mkdir(parents=True, exist_ok=True)
+        cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+
+        def on_event(event: dict) -> bool:
+            _collect_failure(event, result)
+            if event_handler:
+                event_handler(event)
+            return True  # ansible-runner drops the stats unless the handler returns True
+
+        runner = ansible_runner.run(
+            private_data_dir=private, playbook="site.yml", inventory=inventory.yaml_format(),
+            roles_path=[str(data_path("roles"))], forks=max(5, min(hosts, 64)),
+            limit=limit, tags=tags, cmdline=cmdline or None, quiet=True,
+            event_handler=on_event, envvars={
+                "ANSIBLE_PIPELINING": "True",
+                "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s",
+                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
+                "ANSIBLE_HOST_KEY_CHECKING": "True",
+                "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                "ANSIBLE_NOCOLOR": "True",
+                "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
+            })
+        stats = runner.stats or {}
+        result.status = runner.status
+        result.ok, result.changed = stats.get("ok", {}), stats.get("changed", {})
+        result.failed, result.unreachable = stats.get("failures", {}), stats.get("dark", {})
+        if runner.status not in ("successful", "failed") or (not stats and runner.rc != 0):
+            raise GcpgpuError(f"ansible-playbook did not run ({runner.status}, rc={runner.rc}): "
+                              f"{runner.stdout.read()[-2000:]}")
+    return result
+
+
+def _collect_failure(event: dict, result: ConfigureResult) -> None:
+    if event.get("event") not in ("runner_on_failed", "runner_on_unreachable"):
+        return
+    data = event.get("event_data", {})
+    if data.get("ignore_errors"):
+        return
+    res = data.get("res", {})
+    message = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    result.failures.append({"host": data.get("host"), "task": data.get("task"),
+                            "message": str(message).strip()[:500]})

@@ -1,0 +1,148 @@
+"""SSH access to a cluster's nodes: a key per cluster, host keys pinned per instance id.
+
+Host keys are stored in gcpgpu's own known_hosts under the alias ``gcpgpu-<instance id>``
+(OpenSSH's HostKeyAlias). A VM recreated at the same address has a new instance id, so it gets a
+fresh entry instead of "REMOTE HOST IDENTIFICATION HAS CHANGED"; a different key presented for
+the same instance id is still refused. Python (fabric/paramiko) and OpenSSH (ansible, `gcpgpu
+ssh`) read and write the same file.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from gcpgpu.errors import GcpgpuError
+
+KEYS_ENV = "GCPGPU_KEYS_DIR"
+DEFAULT_USER = "gcpgpu"
+
+
+def keys_root() -> Path:
+    if os.environ.get(KEYS_ENV):
+        return Path(os.environ[KEYS_ENV])
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "gcpgpu" / "keys"
+
+
+def host_alias(instance_id: str, name: str) -> str:
+    return f"gcpgpu-{instance_id or name}"
+
+
+@dataclass
+class ClusterKeys:
+    """The cluster's key pair and known_hosts, kept outside the state directory."""
+
+    dir: Path
+    user: str = DEFAULT_USER
+
+    @classmethod
+    def for_spec(cls, spec: dict) -> "ClusterKeys":
+        ssh = spec.get("ssh") or {}
+        return cls(keys_root() / spec["project"] / spec["name"], ssh.get("user", DEFAULT_USER))
+
+    @property
+    def private_key(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    def ensure(self) -> "ClusterKeys":
+        if self.private_key.exists():
+            return self
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                    serialization.NoEncryption())
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH)
+        descriptor = os.open(self.private_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(private)
+        self.private_key.with_suffix(".pub").write_text(f"{public.decode()} {self.user}\n")
+        self.known_hosts.touch(mode=0o600)
+        return self
+
+    @property
+    def public_key(self) -> str:
+        return self.ensure().private_key.with_suffix(".pub").read_text().strip()
+
+    def metadata_entry(self) -> str:
+        """The `ssh-keys` metadata line the guest agent turns into a user with this key."""
+        return f"{self.user}:{self.public_key}"
+
+    def ssh_options(self, host) -> list[str]:
+        """OpenSSH options for a host: our key, our known_hosts, pinned per instance id."""
+        return ["-i", str(self.private_key), "-o", "IdentitiesOnly=yes",
+                "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", f"HostKeyAlias={host_alias(host.instance_id, host.name)}",
+                "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes",
+                "-o", "ConnectTimeout=10"]
+
+
+class PinnedHostKeyPolicy:
+    """paramiko policy: accept a first key for an alias and remember it; refuse a different one."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, known_hosts: Path, alias: str):
+        self.known_hosts, self.alias = known_hosts, alias
+
+    def missing_host_key(self, client, hostname, key):
+        import paramiko
+
+        with self._lock:
+            known = paramiko.HostKeys()
+            if self.known_hosts.exists():
+                known.load(str(self.known_hosts))
+            pinned = known.lookup(self.alias)
+            if pinned and key.get_name() in pinned:
+                if pinned[key.get_name()] != key:
+                    raise paramiko.BadHostKeyException(hostname, key, pinned[key.get_name()])
+                return
+            with open(self.known_hosts, "a") as handle:
+                handle.write(f"{self.alias} {key.get_name()} {key.get_base64()}\n")
+
+
+def wait_for_ssh(keys: ClusterKeys, hosts: list, deadline_s: float = 300.0) -> None:
+    """Wait until every host runs a command over SSH (fabric), pinning host keys on the way."""
+    if not hosts:
+        return
+    with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
+        failures = [f for f in pool.map(lambda h: _wait_one(keys, h, deadline_s), hosts) if f]
+    if failures:
+        raise GcpgpuError("SSH did not become ready:\n" + "\n".join(f"  - {f}" for f in failures))
+
+
+def _wait_one(keys: ClusterKeys, host, deadline_s: float) -> str | None:
+    import paramiko
+    from fabric import Connection
+
+    deadline = time.monotonic() + deadline_s
+    last_error = "no attempt"
+    while time.monotonic() < deadline:
+        connection = Connection(host.address, user=keys.user, connect_timeout=5,
+                                connect_kwargs={"key_filename": str(keys.private_key),
+                                                "look_for_keys": False, "allow_agent": False})
+        connection.client.set_missing_host_key_policy(
+            PinnedHostKeyPolicy(keys.known_hosts, host_alias(host.instance_id, host.name)))
+        try:
+            connection.run("true", hide=True, timeout=20)
+            return None
+        except paramiko.BadHostKeyException as error:
+            return (f"{host.name} ({host.address}): host key does not match the one pinned for "
+                    f"instance {host.instance_id}: {error}")
+        except Exception as error:  # not up yet: refused, timeout, auth not ready
+            last_error = f"{type(error).__name__}: {error}"
+            time.sleep(1.0)
+        finally:
+            connection.close()
+    return f"{host.name} ({host.address}): not reachable after {deadline_s:.0f}s ({last_error})"
