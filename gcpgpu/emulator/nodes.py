@@ -321,8 +321,9 @@ class NodePool:
     def acquire(self, instance_name: str, instance: Mapping[str, Any] | None = None) -> str:
         """Create and start the node for ``instance_name``; return its IP.
 
-        Acquiring a name that already has a node recreates it (new host key,
-        empty upper dir), as a deleted-and-recreated VM would be.
+        Node names are unique per pool: acquiring a name that already has a
+        node raises NodeError (release it first; a recreated VM then gets a
+        new host key and an empty root).
         """
         if not _NAME_RE.match(instance_name or ""):
             raise ValueError(f"instance name {instance_name!r} is not a valid hostname (1-63 of [A-Za-z0-9-])")
@@ -330,11 +331,9 @@ class NodePool:
         with self._lock:
             if self._closed:
                 raise NodeError("node pool is closed")
-        if instance_name in self._nodes:
-            self.release(instance_name)
-        with self._lock:
-            if self._closed:
-                raise NodeError("node pool is closed")
+            if instance_name in self._nodes:
+                raise NodeError(f"instance {instance_name} already has a node ({self._nodes[instance_name].ip}); "
+                                "release it first")
             if instance_name in self._starting:
                 raise NodeError(f"node {instance_name} is already being started")
             self._ensure_bridge()
@@ -441,6 +440,13 @@ class NodePool:
         if self._bridge_up:
             return
         br = self.bridge
+        # Two pools must not share a subnet in one network namespace (routes would clash).
+        res = _run(["ip", "-o", "-4", "addr", "show", "to", f"{self.subnet}.0/24"], check=False)
+        for line in res.stdout.splitlines():
+            dev = line.split()[1]
+            if dev != br:
+                raise NodeError(f"subnet {self.subnet}.0/24 is already used by interface {dev}; "
+                                "give this pool another subnet")
         if _run(["ip", "link", "show", "dev", br], check=False).returncode != 0:
             _run(["ip", "link", "add", br, "type", "bridge"])
         ipv6 = Path(f"/proc/sys/net/ipv6/conf/{br}/disable_ipv6")

@@ -200,11 +200,20 @@ def test_ssh_keys_several_users_and_keys(node_pool, ssh_keypair, tmp_path):
     assert len(set(uids)) == 2
 
 
-def test_bad_input_is_rejected(node_pool):
+def test_bad_input_is_rejected(node_pool, node_network, tmp_path):
     with pytest.raises(ValueError):
         node_pool.acquire("bad name!", {})
     with pytest.raises(KeyError):
         node_pool.node("nope")
+    ip = node_pool.acquire("dup", {})
+    with pytest.raises(NodeError, match="already has a node"):
+        node_pool.acquire("dup", {})
+    assert node_pool.node("dup").ip == ip and node_pool.node("dup").alive()
+    # A second pool may not take the same subnet on another bridge.
+    bridge, _ = _side_network(node_network, 12)
+    with pytest.raises(NodeError, match="already used"):
+        NodePool(tmp_path / "other", bridge=bridge, subnet=node_pool.subnet)
+    assert subprocess.run(["ip", "link", "show", "dev", bridge], capture_output=True).returncode != 0
 
 
 def test_sshd_failure_is_reported_and_cleaned_up(node_pool, monkeypatch):
