@@ -111,7 +111,8 @@ def _probe_support() -> tuple[bool, str]:
         return False, f"cannot read /proc/filesystems: {exc}"
     if "overlay" not in fs.split():
         # The module may still be autoloadable; try it before giving up.
-        subprocess.run(["modprobe", "overlay"], capture_output=True, check=False) if _which("modprobe") else None
+        if _which("modprobe"):
+            subprocess.run(["modprobe", "overlay"], capture_output=True, check=False)
         if "overlay" not in Path("/proc/filesystems").read_text().split():
             return False, "the kernel has no overlay filesystem (modprobe overlay)"
     probe = subprocess.run(
