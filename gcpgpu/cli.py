@@ -21,17 +21,14 @@ class Session:
         self.plugins = Plugins()
 
     def load(self, path: str) -> dict:
-        from gcpgpu.spec import load_spec
+        from gcpgpu.engine import read_spec
 
-        return load_spec(path, self.plugins)
+        return read_spec(path, self.plugins)
 
     def cluster(self, path: str):
-        from gcpgpu.clients import ClientFactory
-        from gcpgpu.engine import Cluster
-        from gcpgpu.state import ClusterState
+        from gcpgpu.engine import open_cluster
 
-        spec = self.load(path)
-        return Cluster(spec, self.plugins, ClientFactory(self.endpoint), ClusterState.for_spec(spec))
+        return open_cluster(path, self.plugins, self.endpoint)
 
 
 class Command(click.Group):

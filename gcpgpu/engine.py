@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -104,15 +105,18 @@ class Cluster:
         failed_deletes = {r.name for r in plan.delete if r.key in self.state.resources}
         creates = [r for r in plan.create + plan.replace if r.name not in failed_deletes]
         failures += self._run(creates, "create", start_batch)
-        for key in plan.forget:
-            self.state.forget(key)
-        for r in plan.keep:  # found live (maybe made by a run that was killed): now known
-            if self.state.resources.get(r.key, {}).get("status") != "created":
-                self.state.record(r.key, status="created", request_id="", provider=r.provider,
-                                  kind=r.kind, name=r.name, group=r.group, location=r.location,
-                                  digest=r.digest)
+        self.state.forget(plan.forget)
+        # Found live (perhaps made by a run that was killed): record it as ours.
+        self.state.record({r.key: self._entry(r, "created") for r in plan.keep
+                           if self.state.resources.get(r.key, {}).get("status") != "created"})
         if failures:
             raise ApplyError(failures)
+
+    @staticmethod
+    def _entry(r: Resource, status: str) -> dict:
+        return {"status": status, "request_id": r.request_id, "provider": r.provider,
+                "kind": r.kind, "name": r.name, "group": r.group, "location": r.location,
+                "digest": r.digest}
 
     def _run(self, resources: list[Resource], action: str, start_batch: StartBatch) -> list[str]:
         batches = defaultdict(list)
@@ -142,24 +146,34 @@ class Cluster:
         for r in batch:
             entry = self.state.resources.get(r.key, {})
             # Reuse the request id only when the outcome of the last attempt is unknown.
-            r.request_id = (entry.get("request_id") if entry.get("status") == "creating" else "") \
-                or str(uuid.uuid4())
-            self.state.record(r.key, status="creating", request_id=r.request_id,
-                              provider=r.provider, kind=r.kind, name=r.name, group=r.group,
-                              location=r.location, digest=r.digest)
+            reuse = entry.get("status") == "creating" and entry.get("request_id")
+            r.request_id = reuse or str(uuid.uuid4())
+        self.state.record({r.key: self._entry(r, "creating") for r in batch})
         try:
             provider.create(ctx, batch)
         except GcpgpuError:
-            for r in batch:
-                self.state.record(r.key, status="failed", request_id="")
+            self.state.record({r.key: {"status": "failed", "request_id": ""} for r in batch})
             raise
-        for r in batch:
-            self.state.record(r.key, status="created", request_id="")
+        self.state.record({r.key: {"status": "created", "request_id": ""} for r in batch})
 
     def _delete(self, provider, ctx, batch: list[Resource]) -> None:
-        for r in batch:
-            self.state.record(r.key, status="deleting", provider=r.provider, kind=r.kind,
-                              name=r.name, group=r.group, location=r.location)
+        self.state.record({r.key: self._entry(r, "deleting") for r in batch})
         provider.delete(ctx, batch)
-        for r in batch:
-            self.state.forget(r.key)
+        self.state.forget(r.key for r in batch)
+
+
+def read_spec(path: str, plugins) -> dict:
+    """The validated spec, remembering its directory (relative paths in it start there)."""
+    from gcpgpu.spec import load_spec
+
+    spec = load_spec(path, plugins)
+    spec["_base_dir"] = str(Path(path).resolve().parent)
+    return spec
+
+
+def open_cluster(path: str, plugins, endpoint: str | None) -> Cluster:
+    from gcpgpu.clients import ClientFactory
+    from gcpgpu.state import ClusterState
+
+    spec = read_spec(path, plugins)
+    return Cluster(spec, plugins, ClientFactory(endpoint), ClusterState.for_spec(spec))

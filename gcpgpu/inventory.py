@@ -91,16 +91,11 @@ def cluster_inventory(cluster) -> Inventory:
 
 
 def load_cluster(spec_path: str, endpoint: str | None = None):
-    from gcpgpu.clients import ClientFactory, endpoint_from_env
-    from gcpgpu.engine import Cluster
+    from gcpgpu.clients import endpoint_from_env
+    from gcpgpu.engine import open_cluster
     from gcpgpu.plugins import Plugins
-    from gcpgpu.spec import load_spec
-    from gcpgpu.state import ClusterState
 
-    plugins = Plugins()
-    spec = load_spec(spec_path, plugins)
-    return Cluster(spec, plugins, ClientFactory(endpoint or endpoint_from_env()),
-                   ClusterState.for_spec(spec))
+    return open_cluster(spec_path, Plugins(), endpoint or endpoint_from_env())
 
 
 def _configured_cluster() -> tuple[str, str | None]:

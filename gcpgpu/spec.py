@@ -146,12 +146,14 @@ class _Lines:
         self.problems: list[Problem] = []
 
     def line(self, path: str) -> int | None:
+        """Line of ``path`` or of its nearest ancestor written in the file; None for a path only
+        defaults created (the top level counts only for the top-level problems)."""
         p: str | None = path
-        while p is not None:
+        while p:
             if p in self.by_path:
                 return self.by_path[p]
             p = _parent_path(p)
-        return None
+        return self.by_path.get("") if path == "" else None
 
     def walk(self, loader: yaml.SafeLoader, node: yaml.Node, parts: tuple = ()) -> None:
         if isinstance(node, yaml.MappingNode):
@@ -206,15 +208,7 @@ def _read_yaml(path: Path, source: str) -> tuple[Any, _Lines]:
         if node is not None:
             lines.walk(loader, node)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = e.problem or "invalid YAML"
-        hint = f"{e.context}" if e.context else ""
-        if "found character '\\t'" in what:
-            hint = "indent with spaces, not tabs"
-        elif "expected a single document" in (e.problem or ""):
-            hint = "keep one cluster per file (remove the second '---')"
-        raise SpecError(source, [Problem("", f"{where}invalid YAML: {what}", hint)]) from None
+        raise SpecError(source, [_yaml_problem(e)]) from None
     except yaml.YAMLError as e:
         raise SpecError(source, [Problem("", f"invalid YAML: {e}")]) from None
     finally:
@@ -228,6 +222,31 @@ def _read_yaml(path: Path, source: str) -> tuple[Any, _Lines]:
             "", f"line 1: the top level must be a mapping of keys (name, project, ...), not {_kind(data)}",
             "start with e.g. `name: my-cluster` and `project: my-gcp-project`")])
     return data, lines
+
+
+def _yaml_problem(e: yaml.MarkedYAMLError) -> Problem:
+    mark = e.problem_mark or e.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    what = e.problem or "invalid YAML"
+    context = e.context or ""
+    opened = f" on line {e.context_mark.line + 1}" if e.context_mark else ""
+    if "expected a single document" in context:
+        return Problem("", f"{where}a second YAML document ('---')", "keep one cluster per file")
+    if "'\\t'" in what:
+        hint = "indent with spaces, not tabs"
+    elif "flow mapping" in context:
+        hint = f"close the '{{' opened{opened} with '}}'"
+    elif "flow sequence" in context:
+        hint = f"close the '[' opened{opened} with ']'"
+    elif "quoted scalar" in context:
+        hint = f"close the quote opened{opened}"
+    elif "expected <block end>" in what or "mapping values are not allowed" in what:
+        hint = "check the indentation: keys of one mapping line up, values need a space after ':'"
+    elif "could not find expected ':'" in what:
+        hint = "each line inside a mapping needs `key: value`"
+    else:
+        hint = f"{context}{opened}".strip()
+    return Problem("", f"{where}invalid YAML: {what}", hint)
 
 
 # -- schema errors -> problems --------------------------------------------------------------------
@@ -284,12 +303,22 @@ def did_you_mean(word, choices: Iterable[str]) -> str | None:
     return None
 
 
+def _example_value(prop: dict):
+    """The first example, else the default, as YAML-ish text (None when there is neither)."""
+    candidates = list(prop.get("examples") or [])[:1] + ([prop["default"]] if "default" in prop else [])
+    for value in candidates:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)) or (isinstance(value, str) and value):
+            return value
+        if isinstance(value, (dict, list)) and value:
+            return json.dumps(value)
+    return None
+
+
 def _example(schema: dict, name: str) -> str:
-    prop = schema.get("properties", {}).get(name, {})
-    if prop.get("examples"):
-        ex = prop["examples"][0]
-        return f"{name}: {ex if isinstance(ex, (str, int)) else json.dumps(ex)}"
-    return f"{name}: ..."
+    value = _example_value(schema.get("properties", {}).get(name, {}))
+    return f"{name}: {value if value is not None else '...'}"
 
 
 def _schema_problems(errors, root_schema: dict) -> list[Problem]:
@@ -355,6 +384,8 @@ def _translate(error: jsonschema.ValidationError, top_props: set, group_props: s
             hint = "use `key: value` lines, not a '- item' list"
         elif "array" in expected and isinstance(value, str):
             hint = f"make it a list: [{value}]"
+        elif isinstance(last, str) and (ex := _example_value(schema)) is not None:
+            hint = f"e.g. `{last}: {ex}`"
         return [Problem(path, message, hint)]
 
     if kw in ("enum", "const"):
@@ -541,7 +572,7 @@ def provider_problems(spec: dict, plugins) -> list[Problem]:
             problems.append(Problem(
                 format_path(("node_groups", name, "provider")),
                 f"unknown provider '{provider}'; available: {', '.join(available) or 'none'}",
-                f"did you mean '{guess}'?" if guess else "install the plugin that provides it (see `gcpgpu plugins`)"))
+                f"did you mean '{guess}'?" if guess else "install the plugin that offers it; `gcpgpu plugins` lists them"))
     return problems
 
 
@@ -584,7 +615,7 @@ def _finish(problems: list[Problem], lines: _Lines) -> list[Problem]:
         if (p.path, p.message) in seen:
             continue
         seen.add((p.path, p.message))
-        line = lines.line(p.path) if lines.by_path.keys() - {""} else None
+        line = lines.line(p.path) if len(lines.by_path) > 1 else None
         if re.match(r"^line \d+", p.message):
             line = int(re.match(r"^line (\d+)", p.message).group(1))
         elif line is not None:

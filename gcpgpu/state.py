@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class ClusterState:
         self.dir = Path(root).expanduser() / project / cluster
         self.file = self.dir / "state.json"
         self.resources: dict[str, dict] = {}
+        self._write_lock = threading.Lock()  # batches of one apply record in parallel
         if self.file.exists():
             self.resources = json.loads(self.file.read_text()).get("resources", {})
 
@@ -40,13 +42,17 @@ class ClusterState:
         root = (spec.get("state") or {}).get("path") or default_state_root()
         return cls(Path(root), spec["project"], spec["name"])
 
-    def record(self, key: str, **entry) -> None:
-        self.resources[key] = {**self.resources.get(key, {}), **entry, "updated": time.time()}
-        self._save()
-
-    def forget(self, key: str) -> None:
-        if self.resources.pop(key, None) is not None:
+    def record(self, entries: dict[str, dict]) -> None:
+        """Merge ``{key: fields}`` into the recorded resources and save once."""
+        with self._write_lock:
+            for key, entry in entries.items():
+                self.resources[key] = {**self.resources.get(key, {}), **entry, "updated": time.time()}
             self._save()
+
+    def forget(self, keys) -> None:
+        with self._write_lock:
+            if [self.resources.pop(key) for key in keys if key in self.resources]:
+                self._save()
 
     def _save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

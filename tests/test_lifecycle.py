@@ -191,14 +191,14 @@ def test_foreign_instance_with_our_name_is_refused_not_adopted(emu, tmp_path):
     assert "demo-gpu-0000" in result.output and "not labelled gcpgpu-cluster=demo" in result.output
 
 
-def test_conflict_with_our_own_instance_adopts_it(emu, tmp_path, monkeypatch):
+def test_instance_missed_by_a_stale_view_is_adopted_not_duplicated(emu, tmp_path, monkeypatch):
     spec = write_spec(tmp_path)
     gcpgpu(emu, "up", str(spec))
     from gcpgpu_plugins.compute import ComputeProvider
 
     monkeypatch.setattr(ComputeProvider, "observe", lambda self, ctx: [])  # a stale view
     gcpgpu(emu, "up", str(spec))
-    assert len(ours(emu)) == 1  # the 409 led to adoption, not a duplicate or an error
+    assert len(ours(emu)) == 1  # bulkInsert counted the existing one of ours: no duplicate
 
 
 def test_second_command_fails_fast_naming_the_lock_holder(emu, tmp_path):

@@ -49,7 +49,7 @@ class ComputeProvider:
 
         client = ctx.clients.get(compute_v1.InstancesClient)
         request = compute_v1.AggregatedListInstancesRequest(
-            project=ctx.project, filter=label_filter(ctx.cluster), return_partial_success=True)
+            project=ctx.project, filter=label_filter(ctx.cluster))
         found = []
         for _, scoped in client.aggregated_list(request=request, retry=retry_policy()):
             for instance in scoped.instances:
@@ -92,7 +92,6 @@ class ComputeProvider:
 
     def _bulk_insert(self, ctx: Context, zone: str, template: Resource, names: list[str],
                      request_id: str) -> None:
-        from google.api_core import exceptions
         from google.cloud import compute_v1
 
         client = ctx.clients.get(compute_v1.InstancesClient)
@@ -101,41 +100,25 @@ class ComputeProvider:
             per_instance_properties={n: compute_v1.BulkInsertInstanceResourcePerInstanceProperties()
                                      for n in names},
             instance_properties=self._properties(ctx, template))
-        try:
-            operation = client.bulk_insert(project=ctx.project, zone=zone, request_id=request_id,
-                                           bulk_insert_instance_resource_resource=resource,
-                                           retry=retry_policy())
-        except exceptions.Conflict:
-            # Someone made one of the names since we looked: adopt it if it is ours, else stop.
-            remaining = self._not_adopted(ctx, zone, names)
-            if not remaining:
-                return
-            if remaining != names:
-                return self._bulk_insert(ctx, zone, template, remaining,
-                                         str(uuid.uuid5(uuid.UUID(request_id), "adopted")))
-            raise
+        operation = client.bulk_insert(request=compute_v1.BulkInsertInstanceRequest(
+            project=ctx.project, zone=zone, request_id=request_id,
+            bulk_insert_instance_resource_resource=resource), retry=retry_policy())
         wait_zone_operation(ctx.clients, ctx.project, zone, operation.name)
+        self._check_ours(ctx, zone, names)
 
-    def _not_adopted(self, ctx: Context, zone: str, names: list[str]) -> list[str]:
-        """The names still to create after a conflict: a same-named instance is adopted if its
-        labels say it is this cluster's, and refused otherwise."""
-        from google.api_core import exceptions
+    def _check_ours(self, ctx: Context, zone: str, names: list[str]) -> None:
+        """bulkInsert counts a same-named existing instance as created: one of ours is adopted
+        that way, but anyone else's must be refused, so look at the labels."""
         from google.cloud import compute_v1
 
         client = ctx.clients.get(compute_v1.InstancesClient)
-        remaining = []
-        for name in names:
-            try:
-                existing = client.get(project=ctx.project, zone=zone, instance=name,
-                                      retry=retry_policy())
-            except exceptions.NotFound:
-                remaining.append(name)
-                continue
-            if existing.labels.get(CLUSTER_LABEL) != ctx.cluster:
-                raise GcpgpuError(f"instance {name} in {zone} exists but is not labelled "
-                                  f"{CLUSTER_LABEL}={ctx.cluster}; delete or rename it, or "
-                                  f"rename the cluster")
-        return remaining
+        listed = client.list(request=compute_v1.ListInstancesRequest(
+            project=ctx.project, zone=zone, filter=label_filter(ctx.cluster)), retry=retry_policy())
+        foreign = sorted(set(names) - {instance.name for instance in listed})
+        if foreign:
+            raise GcpgpuError(f"instance(s) {', '.join(foreign)} in {zone} exist but are not "
+                              f"labelled {CLUSTER_LABEL}={ctx.cluster}; delete or rename them, "
+                              f"or rename the cluster")
 
     def _properties(self, ctx: Context, template: Resource):
         from google.cloud import compute_v1
@@ -206,7 +189,7 @@ class ComputeProvider:
 
 @hookimpl
 def gcpgpu_schema():
-    return {"node_group": compute_spec.SCHEMA_FRAGMENT}
+    return compute_spec.SCHEMA_FRAGMENT
 
 
 @hookimpl
