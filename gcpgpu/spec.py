@@ -358,9 +358,15 @@ def _translate(error: jsonschema.ValidationError, top_props: set, group_props: s
         return out
 
     if kw == "required" and isinstance(value, dict):
-        return [Problem(format_path(parts + (name,)), f"missing required key '{name}'",
-                        f"add e.g. `{_example(schema, name)}`")
-                for name in error.validator_value if name not in value]
+        out = []
+        known = set(schema.get("properties", {}))
+        for name in error.validator_value:
+            if name in value:
+                continue
+            typo = did_you_mean(name, [k for k in value if isinstance(k, str) and k not in known])
+            hint = f"rename '{typo}' to '{name}'" if typo else f"add e.g. `{_example(schema, name)}`"
+            out.append(Problem(format_path(parts + (name,)), f"missing required key '{name}'", hint))
+        return out
 
     if kw == "type":
         expected = error.validator_value
@@ -457,17 +463,11 @@ def _label_chars_ok(text: str) -> bool:
     return all((c.isalpha() and not c.isupper()) or c.isdigit() or c in "_-" for c in text)
 
 
-def label_problems(labels, parts: tuple, extra: int = 0) -> list[Problem]:
-    """GCE label rules for the labels mapping at ``parts``; ``extra`` counts labels added elsewhere."""
+def label_problems(labels, parts: tuple) -> list[Problem]:
+    """GCE rules for each key and value of the labels mapping at ``parts`` (counts: see core_problems)."""
     if not isinstance(labels, dict):
         return []
-    path = format_path(parts)
     problems: list[Problem] = []
-    total = len(labels) + extra + TOOL_LABELS
-    if total > MAX_LABELS:
-        problems.append(Problem(path, f"too many labels: {total} with gcpgpu's own {TOOL_LABELS}"
-                                + (f" and the cluster's {extra}" if extra else ""),
-                                f"GCE allows {MAX_LABELS} per resource"))
     for key, value in labels.items():
         kpath = format_path(parts + (key,))
         if not isinstance(key, str):
@@ -535,9 +535,10 @@ def core_problems(spec: dict) -> list[Problem]:
                                         "remove one"))
             if isinstance(zone, str):
                 seen.setdefault(zone, i)
-    cluster_labels = spec.get("labels")
-    problems += label_problems(cluster_labels, ("labels",))
-    n_cluster = len(cluster_labels) if isinstance(cluster_labels, dict) else 0
+    cluster_labels = spec.get("labels") if isinstance(spec.get("labels"), dict) else {}
+    problems += label_problems(spec.get("labels"), ("labels",))
+    if len(cluster_labels) + TOOL_LABELS > MAX_LABELS:
+        problems.append(_too_many_labels("labels", len(cluster_labels)))
     groups = spec.get("node_groups")
     if isinstance(groups, dict):
         if not groups:
@@ -554,9 +555,18 @@ def core_problems(spec: dict) -> list[Problem]:
             if isinstance(group, dict):
                 glabels = group.get("labels")
                 if isinstance(glabels, dict):
-                    shared = set(glabels) & set(cluster_labels or {}) if isinstance(cluster_labels, dict) else set()
-                    problems += label_problems(glabels, ("node_groups", name, "labels"), n_cluster - len(shared))
+                    problems += label_problems(glabels, ("node_groups", name, "labels"))
+                    combined = len(set(cluster_labels) | set(glabels))
+                    if (combined + TOOL_LABELS > MAX_LABELS
+                            and len(cluster_labels) + TOOL_LABELS <= MAX_LABELS):
+                        problems.append(_too_many_labels(f"{gpath}.labels", combined, with_cluster=True))
     return problems
+
+
+def _too_many_labels(path: str, n: int, with_cluster: bool = False) -> Problem:
+    where = " (with the cluster's)" if with_cluster else ""
+    return Problem(path, f"too many labels: {n}{where} plus gcpgpu's own {TOOL_LABELS}",
+                   f"GCE allows {MAX_LABELS} per resource: remove {n + TOOL_LABELS - MAX_LABELS}")
 
 
 def provider_problems(spec: dict, plugins) -> list[Problem]:

@@ -310,7 +310,9 @@ def _machine_and_accelerator(path: str, group: dict) -> list[Problem]:
     acc = group.get("accelerator")
     acc = acc if isinstance(acc, dict) else None
     acc_type = acc.get("type") if acc and isinstance(acc.get("type"), str) else None
-    acc_count = acc.get("count") if acc and isinstance(acc.get("count"), int) else None
+    acc_count = acc.get("count") if acc and type(acc.get("count")) is int else None
+    if acc_count is not None and acc_count < 1:
+        acc_count = None  # the schema reports it
 
     if acc_type is not None and acc_type not in ACCELERATOR_TYPES:
         guess = suggest_accelerator(acc_type)
@@ -410,8 +412,8 @@ def _machine_and_accelerator(path: str, group: dict) -> list[Problem]:
 
 
 def _image(path: str, image) -> list[Problem]:
-    if not isinstance(image, dict):
-        return []
+    if not isinstance(image, dict) or set(image) - {"family", "name", "project"}:
+        return []  # not a mapping, or a misspelt key: the schema reports it
     has_family, has_name = "family" in image, "name" in image
     if has_family and has_name:
         return [Problem(f"{path}.image", "has both family and name",
@@ -453,6 +455,8 @@ def _metadata(path: str, metadata) -> list[Problem]:
 
 
 def _instance_name(path: str, cluster: str, group: str) -> list[Problem]:
+    if len(cluster) > MAX_NAME or len(group) > MAX_NAME:
+        return []  # the name itself is reported
     example = f"{cluster}-{group}{INSTANCE_SUFFIX}"
     over = len(example) - MAX_NAME
     if over <= 0:

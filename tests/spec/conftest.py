@@ -1,5 +1,9 @@
-"""Fixtures for the spec tests: a Plugins whose compute part is compute_spec (plus a dummy
-provider), independent of which entry points are installed."""
+"""Fixtures for the spec tests.
+
+``plugins``: only the compute spec (compute_spec.py) and a dummy "compute" provider, with every
+installed entry-point plugin blocked, so results do not depend on what else is installed.
+``installed_plugins``: the plugins really installed (what `gcpgpu validate` uses).
+"""
 from __future__ import annotations
 
 import sys
@@ -8,11 +12,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-for extra in (ROOT, ROOT / "plugins"):  # a plain checkout, not pip-installed
+for extra in (ROOT, ROOT / "plugins"):  # also works from a plain checkout, not pip-installed
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from gcpgpu.plugins import Plugins, hookimpl  # noqa: E402
+from gcpgpu.plugins import Plugins, entry_point_names, hookimpl  # noqa: E402
 from gcpgpu_plugins import compute_spec  # noqa: E402
 
 
@@ -22,7 +26,7 @@ class DummyProvider:
 
 
 class ComputeSpecPlugin:
-    """What plugins/gcpgpu_plugins/compute.py exposes for the spec, without the provider itself."""
+    """The spec half of plugins/gcpgpu_plugins/compute.py, with a provider that does nothing."""
 
     @hookimpl
     def gcpgpu_schema(self):
@@ -35,11 +39,17 @@ class ComputeSpecPlugin:
     @hookimpl
     def gcpgpu_register_providers(self, register):
         register(DummyProvider("compute"))
-        register(DummyProvider("static"))
 
 
 @pytest.fixture
 def plugins(monkeypatch) -> Plugins:
-    # Block the real built-in compute plugin (if installed) so "compute" is registered once.
-    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", "compute")
+    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", ",".join(entry_point_names()))
     return Plugins(extra=(ComputeSpecPlugin(),))
+
+
+@pytest.fixture
+def installed_plugins(monkeypatch) -> Plugins:
+    monkeypatch.delenv("GCPGPU_DISABLE_PLUGINS", raising=False)
+    if "compute" not in entry_point_names():
+        pytest.skip("gcpgpu is not installed (no 'compute' entry point)")
+    return Plugins()
