@@ -103,11 +103,14 @@ def plan(session, spec_file, as_json):
 
 @cli.command()
 @spec_argument
+@click.option("--configure/--no-configure", default=True, show_default=True,
+              help="Wait for SSH and configure the nodes after creating them.")
 @click.pass_obj
-def up(session, spec_file):
-    """Create whatever the cluster is missing; re-running changes nothing.
+def up(session, spec_file, configure):
+    """Create whatever the cluster is missing, wait for SSH, configure every node, and print
+    how to reach it. Re-running changes nothing.
 
-    Example: gcpgpu up examples/single-gpu.yaml
+    Example: gcpgpu up examples/quickstart.yaml
     """
     from gcpgpu import report
 
@@ -118,7 +121,160 @@ def up(session, spec_file):
         with report.progress() as start_batch:
             cluster.apply(the_plan, start_batch)
         hosts = cluster.hosts()
-    report.console.print(report.hosts_table(hosts, title=f"cluster {cluster.spec['name']}"))
+        report.console.print(report.hosts_table(hosts, title=f"cluster {cluster.spec['name']}"))
+        if configure:
+            configure_hosts(cluster, hosts)
+    report.console.print(report.how_to_connect(spec_file, hosts))
+
+
+def configure_hosts(cluster, hosts, **options):
+    """Wait for SSH on the running hosts, run the playbook, show progress and a recap; fail with
+    a summary naming each failed host (the others stay configured)."""
+    from gcpgpu import report
+    from gcpgpu.configure import run_playbook
+    from gcpgpu.errors import GcpgpuError
+    from gcpgpu.inventory import build_inventory
+    from gcpgpu.ssh import wait_for_ssh
+
+    running = [h for h in hosts if h.status == "RUNNING"]
+    keys = cluster.keys.ensure()
+    report.console.print(f"waiting for SSH on {len(running)} node(s)")
+    wait_for_ssh(keys, running, (cluster.spec.get("ssh") or {}).get("timeout_s", 300))
+    groups = cluster.plugins.hook.gcpgpu_host_groups(spec=cluster.spec, hosts=running)
+    inventory = build_inventory(cluster.spec, running, keys, groups)
+    with report.ConfigureDisplay(sorted(inventory.hostvars)) as display:
+        result = run_playbook(cluster, inventory, event_handler=display, **options)
+    report.console.print(report.recap_table(result))
+    if result.failed_hosts:
+        details = "\n".join(f"  - {f['host']}: {f['task']}: {f['message']}" for f in result.failures)
+        raise GcpgpuError(f"configuration failed on {', '.join(result.failed_hosts)} (other hosts "
+                          f"are configured; fix and run `gcpgpu configure`):\n{details}")
+    return result
+
+
+@cli.command()
+@spec_argument
+@click.option("--limit", metavar="PATTERN", help="Only these hosts or groups (Ansible pattern).")
+@click.option("--tags", metavar="TAGS", help="Only these roles/tags, comma-separated (e.g. files).")
+@click.option("--skip-roles", metavar="ROLES", default="", help="Roles to leave out, comma-separated.")
+@click.option("--check", is_flag=True, help="Change nothing; report what would change.")
+@click.option("--diff", is_flag=True, help="Show the changes to files.")
+@click.pass_obj
+def configure(session, spec_file, limit, tags, skip_roles, check, diff):
+    """Re-run configuration on the cluster's existing nodes.
+
+    Example: gcpgpu configure cluster.yaml --limit workers --tags files --check --diff
+    """
+    cluster = session.cluster(spec_file)
+    with cluster.state.lock("gcpgpu configure"):
+        configure_hosts(cluster, cluster.hosts(), limit=limit, tags=tags, check=check, diff=diff,
+                        skip_roles=tuple(r for r in skip_roles.split(",") if r))
+
+
+def pick_host(cluster, node: str | None):
+    from gcpgpu.errors import GcpgpuError
+
+    hosts = [h for h in cluster.hosts() if h.status == "RUNNING"]
+    if not hosts:
+        raise GcpgpuError("the cluster has no running node")
+    if node is None:
+        return hosts[0]
+    for host in hosts:
+        if node in (host.name, host.address):
+            return host
+    raise GcpgpuError(f"no running node {node!r}; nodes: {', '.join(h.name for h in hosts)}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@spec_argument
+@click.argument("node", required=False)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def ssh(session, spec_file, node, command):
+    """Open a shell on NODE (default: the first node), or run COMMAND there.
+
+    Example: gcpgpu ssh cluster.yaml demo-workers-0001 nvidia-smi
+    """
+    import os
+
+    cluster = session.cluster(spec_file)
+    host = pick_host(cluster, node)
+    keys = cluster.keys.ensure()
+    argv = ["ssh", *keys.ssh_options(host), *proxy_options(cluster.spec), "-o", "BatchMode=no",
+            f"{keys.user}@{host.address}", *command]
+    os.execvp("ssh", argv)
+
+
+def proxy_options(spec: dict) -> list[str]:
+    proxy = (spec.get("ssh") or {}).get("proxy_command")
+    return ["-o", f"ProxyCommand={proxy}"] if proxy else []
+
+
+@cli.command("ssh-config")
+@spec_argument
+@click.pass_obj
+def ssh_config(session, spec_file):
+    """Write an SSH config with one Host per node and print the Include line for ~/.ssh/config
+    (VS Code Remote-SSH then lists the nodes).
+
+    Example: gcpgpu ssh-config cluster.yaml >> ~/.ssh/config
+    """
+    from gcpgpu.ssh import host_alias
+
+    cluster = session.cluster(spec_file)
+    keys = cluster.keys.ensure()
+    proxy = (cluster.spec.get("ssh") or {}).get("proxy_command")
+    blocks = []
+    for host in cluster.hosts():
+        lines = [f"Host {host.name}", f"  HostName {host.address}", f"  User {keys.user}",
+                 f"  IdentityFile {keys.private_key}", "  IdentitiesOnly yes",
+                 f"  UserKnownHostsFile {keys.known_hosts}",
+                 f"  HostKeyAlias {host_alias(host.instance_id, host.name)}",
+                 "  StrictHostKeyChecking accept-new"]
+        blocks.append("\n".join(lines + ([f"  ProxyCommand {proxy}"] if proxy else [])))
+    path = keys.dir / "ssh_config"
+    path.write_text("# written by gcpgpu ssh-config; re-run after up\n" + "\n\n".join(blocks) + "\n")
+    click.echo(f"Include {path}")
+
+
+@cli.command()
+@spec_argument
+@click.argument("node", required=False)
+@click.pass_obj
+def logs(session, spec_file, node):
+    """Print the startup command's log of NODE (default: the first node).
+
+    Example: gcpgpu logs cluster.yaml demo-workers-0000
+    """
+    import subprocess
+
+    cluster = session.cluster(spec_file)
+    host = pick_host(cluster, node)
+    keys = cluster.keys.ensure()
+    subprocess.run(["ssh", *keys.ssh_options(host), *proxy_options(cluster.spec),
+                    f"{keys.user}@{host.address}", "sudo cat /var/log/gcpgpu/startup.log"])
+
+
+@cli.command()
+@spec_argument
+@click.option("--write", "write_dir", type=click.Path(file_okay=False),
+              help="Also write DIR/<cluster>.gcpgpu.yml for the Ansible inventory plugin.")
+@click.pass_obj
+def inventory(session, spec_file, write_dir):
+    """Print the cluster's Ansible inventory (the same JSON as `gcpgpu-inventory --list`).
+
+    Example: gcpgpu inventory cluster.yaml --write .  &&  ansible -i demo.gcpgpu.yml all -m ping
+    """
+    from pathlib import Path
+
+    from gcpgpu import report
+    from gcpgpu.inventory import cluster_inventory, write_plugin_config
+
+    cluster = session.cluster(spec_file)
+    report.print_json(cluster_inventory(cluster).script_format())
+    if write_dir:
+        path = write_plugin_config(Path(write_dir), spec_file, session.endpoint, cluster.spec["name"])
+        click.echo(f"wrote {path}; use: ansible -i {path} all -m ping", err=True)
 
 
 @cli.command()
@@ -191,14 +347,41 @@ def plugins(session, as_json):
 @click.option("--port", default=8085, show_default=True, type=int)
 @click.option("--latency", default=1.0, show_default=True, type=float,
               help="Seconds an operation takes from PENDING to DONE.")
-def emulator(host, port, latency):
-    """Run the bundled GCP emulator in the foreground until Ctrl-C.
+@click.option("--nodes", "nodes_dir", type=click.Path(file_okay=False), default=None,
+              help="Back every VM with a real local test node (root, Linux) kept under this dir.")
+def emulator(host, port, latency, nodes_dir):
+    """Run the bundled GCP emulator in the foreground until Ctrl-C or SIGTERM.
 
     Example: gcpgpu emulator --port 8085 & GCPGPU_ENDPOINT=http://127.0.0.1:8085 gcpgpu up c.yaml
     """
-    from gcpgpu.emulator.server import serve
+    import signal
+    import threading
 
-    serve(host=host, port=port, latency=latency)
+    from gcpgpu.emulator import Emulator
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    emu = Emulator(latency=latency)
+    emu.start(host=host, port=port)
+    pool = None
+    try:
+        if nodes_dir:
+            from gcpgpu.emulator.nodes import NodePool, nodes_supported
+
+            ok, reason = nodes_supported()
+            if ok:
+                pool = NodePool(nodes_dir)
+                emu.bind_nodes(pool)
+            click.echo(f"test nodes: {'on, bridge ' + pool.bridge if pool else 'off: ' + reason}")
+        click.echo(f"emulator listening on {emu.url} (GCPGPU_ENDPOINT={emu.url})")
+        sys.stdout.flush()
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if pool:
+            pool.close()
+        emu.stop()
 
 
 def main():

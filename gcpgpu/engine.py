@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import cached_property
 from pathlib import Path
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +49,13 @@ class Cluster:
         self.spec, self.plugins, self.clients, self.state = spec, plugins, clients, state
 
     def context(self, progress=lambda n: None) -> Context:
-        return Context(spec=self.spec, clients=self.clients, progress=progress)
+        return Context(spec=self.spec, clients=self.clients, progress=progress, ssh_keys=self.keys)
+
+    @cached_property
+    def keys(self):
+        from gcpgpu.ssh import ClusterKeys
+
+        return ClusterKeys.for_spec(self.spec)  # the key pair is made on first use
 
     def desired(self) -> list[Resource]:
         return [resource

@@ -125,3 +125,16 @@ def main(argv=None) -> None:
     inventory = cluster_inventory(load_cluster(spec_path, endpoint))
     data = inventory.hostvars.get(args.host, {}) if args.host else inventory.script_format()
     sys.stdout.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def write_plugin_config(directory: Path, spec_path: str, endpoint: str | None, name: str) -> Path:
+    """A ``<name>.gcpgpu.yml`` for the Ansible inventory plugin in inventory/gcpgpu.py."""
+    import yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.gcpgpu.yml"
+    config = {"plugin": "gcpgpu", "cluster": str(Path(spec_path).resolve())}
+    if endpoint:
+        config["endpoint"] = endpoint
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

@@ -51,6 +51,7 @@ class Context:
     spec: dict[str, Any]
     clients: Any  # gcpgpu.clients.ClientFactory
     progress: Callable[[int], None] = lambda advance: None
+    ssh_keys: Any = None  # gcpgpu.ssh.ClusterKeys: put ssh_keys.metadata_entry() on new VMs
     log: Callable[[str], None] = lambda message: None
 
     @property

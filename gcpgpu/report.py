@@ -59,3 +59,62 @@ def hosts_table(hosts, title: str = "nodes") -> Table:
         table.add_row(*(row[c] for c in columns),
                       style="green" if row["status"] == "RUNNING" else "yellow")
     return table
+
+
+class ConfigureDisplay:
+    """Turns ansible-runner's event stream into per-host progress and prints failures as they
+    happen (host, task, message)."""
+
+    def __init__(self, hosts: list[str]):
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.fields[host]:<24} {task.description}"),
+                            TextColumn("{task.completed} tasks"), TimeElapsedColumn(), console=console)
+        self.tasks = {h: self.bar.add_task("waiting", total=None, host=h) for h in hosts}
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for task in self.tasks.values():
+            self.bar.update(task, description="done")
+        self.bar.__exit__(*exc)
+
+    def __call__(self, event: dict) -> None:
+        data = event.get("event_data", {})
+        task = self.tasks.get(data.get("host"))
+        if task is None:
+            return
+        kind = event.get("event")
+        if kind == "runner_on_start":
+            self.bar.update(task, description=data.get("task", ""))
+        elif kind in ("runner_on_ok", "runner_on_skipped", "runner_on_failed", "runner_on_unreachable"):
+            self.bar.advance(task)
+        if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            res = data.get("res", {})
+            message = res.get("msg") or res.get("stderr") or ""
+            self.bar.console.print(f"[red]{data.get('host')}: {data.get('task')}: {message}")
+
+
+def recap_table(result) -> Table:
+    table = Table(title="configuration")
+    for column in ("host", "ok", "changed", "failed", "unreachable"):
+        table.add_column(column)
+    for host in sorted(set(result.ok) | set(result.failed) | set(result.unreachable)):
+        bad = host in result.failed or host in result.unreachable
+        table.add_row(host, str(result.ok.get(host, 0)), str(result.changed.get(host, 0)),
+                      str(result.failed.get(host, 0)), str(result.unreachable.get(host, 0)),
+                      style="red" if bad else None)
+    return table
+
+
+def how_to_connect(spec_file: str, hosts) -> str:
+    running = [h for h in hosts if h.status == "RUNNING"]
+    if not running:
+        return "no running nodes"
+    return "\n".join([
+        "how to reach it:",
+        f"  gcpgpu ssh {spec_file} {running[0].name}        # a shell on a node",
+        f"  gcpgpu ssh-config {spec_file}                    # prints an Include line for ~/.ssh/config",
+        f"  GCPGPU_CLUSTER={spec_file} ansible -i $(command -v gcpgpu-inventory) all -m ping",
+        f"  gcpgpu down {spec_file}                          # delete everything, stop paying",
+    ])

@@ -39,4 +39,5 @@ socket.getaddrinfo = guarded_getaddrinfo
 def _no_real_google(monkeypatch, tmp_path):
     """Every test gets its own state directory and never inherits a real endpoint setting."""
     monkeypatch.setenv("GCPGPU_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("GCPGPU_KEYS_DIR", str(tmp_path / "keys"))
     monkeypatch.delenv("GCPGPU_ENDPOINT", raising=False)

@@ -142,7 +142,7 @@ class ComputeProvider:
             labels=labels,
             tags=compute_v1.Tags(items=list(s["tags"])),
             metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=str(v))
-                                                for k, v in sorted(s["metadata"].items())]),
+                                                for k, v in sorted(self._metadata(ctx, s).items())]),
             guest_accelerators=[compute_v1.AcceleratorConfig(
                 accelerator_type=accelerator["type"], accelerator_count=accelerator["count"])]
             if explicit else [],
@@ -157,6 +157,15 @@ class ComputeProvider:
             scheduling=scheduling,
             shielded_instance_config=compute_v1.ShieldedInstanceConfig(
                 enable_vtpm=True, enable_integrity_monitoring=True))
+
+    @staticmethod
+    def _metadata(ctx: Context, settings: dict) -> dict:
+        """The user's metadata plus the cluster's SSH key, which the guest agent installs."""
+        metadata = dict(settings["metadata"])
+        if ctx.ssh_keys:
+            entry = ctx.ssh_keys.metadata_entry()
+            metadata["ssh-keys"] = "\n".join(filter(None, [metadata.get("ssh-keys"), entry]))
+        return metadata
 
     def delete(self, ctx: Context, resources: list[Resource]) -> None:
         with ThreadPoolExecutor(max_workers=min(DELETE_PARALLELISM, len(resources))) as pool:
@@ -180,10 +189,12 @@ class ComputeProvider:
         for r in live:
             interface = (r.body.get("networkInterfaces") or [{}])[0]
             nat = [c.get("natIP") for c in interface.get("accessConfigs", []) if c.get("natIP")]
+            attached = sum(int(a.get("acceleratorCount", 0)) for a in r.body.get("guestAccelerators", []))
+            implied = compute_spec.BUILTIN_GPUS.get(short_name(r.body.get("machineType", "")), ("", 0))[1]
             hosts.append(Host(
                 name=r.name, group=r.group, address=(nat or [interface.get("networkIP", "")])[0],
                 zone=r.location, instance_id=str(r.body.get("id", "")), status=r.status,
-                labels=r.body.get("labels", {}), hostvars=r.body))
+                gpus=attached or implied, labels=r.body.get("labels", {}), hostvars=r.body))
         return hosts
 
 
