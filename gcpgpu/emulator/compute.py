@@ -614,7 +614,8 @@ class ComputeState:
             del resource["metadata"]["items"]
         return InstanceRecord(
             request.project, zone, resource, gpu_type, gpu_count,
-            preemptible=scheduling["preemptible"], wants_nat_ips=nat_count,
+            preemptible=scheduling["preemptible"] or scheduling["provisioningModel"] == "SPOT",
+            wants_nat_ips=nat_count,
         )
 
     def _resolve_machine_type(self, zone: str, reference: str | None, prefix: str) -> catalog.MachineTypeSpec:
