@@ -24,6 +24,7 @@ from gcpgpu.errors import GcpgpuError, Problem, SpecError
 
 SCHEMA_NAME = "cluster.schema.json"
 RESERVED_LABEL_PREFIX = "gcpgpu-"
+EXTENSION_PREFIX = "x-"  # top-level keys for YAML anchors, as in docker-compose
 TOOL_LABELS = 2  # gcpgpu-cluster and gcpgpu-group on every resource
 MAX_LABELS = 64
 MAX_NAME = 63
@@ -155,7 +156,12 @@ class _Lines:
             p = _parent_path(p)
         return self.by_path.get("") if path == "" else None
 
-    def walk(self, loader: yaml.SafeLoader, node: yaml.Node, parts: tuple = ()) -> None:
+    def walk(self, loader: yaml.SafeLoader, node: yaml.Node, parts: tuple = (), seen=None) -> None:
+        # Each node once: an alias (*name) is the same node again; its paths get the alias's line.
+        seen = set() if seen is None else seen
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             first: dict = {}
             for key_node, value_node in node.value:
@@ -174,11 +180,11 @@ class _Lines:
                 else:
                     first[key] = line
                     self.by_path[format_path(path)] = line
-                self.walk(loader, value_node, path)
+                self.walk(loader, value_node, path, seen)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 self.by_path[format_path(parts + (i,))] = item.start_mark.line + 1
-                self.walk(loader, item, parts + (i,))
+                self.walk(loader, item, parts + (i,), seen)
 
 
 def _read_yaml(path: Path, source: str) -> tuple[Any, _Lines]:
@@ -214,6 +220,8 @@ def _read_yaml(path: Path, source: str) -> tuple[Any, _Lines]:
     finally:
         loader.dispose()
 
+    if data is not None:
+        data = _unshare(data, source)
     if data is None:
         raise SpecError(source, [Problem("", "file is empty",
                                          "start with e.g. `name: my-cluster` and `project: my-gcp-project`")])
@@ -222,6 +230,37 @@ def _read_yaml(path: Path, source: str) -> tuple[Any, _Lines]:
             "", f"line 1: the top level must be a mapping of keys (name, project, ...), not {_kind(data)}",
             "start with e.g. `name: my-cluster` and `project: my-gcp-project`")])
     return data, lines
+
+
+MAX_VALUES = 100_000
+
+
+def _unshare(data, source: str):
+    """A copy in which YAML aliases (``*anchor``) no longer share one object, so filling defaults
+    or editing one node group cannot change another. Refuses recursive aliases and alias bombs."""
+    count = 0
+    active: set[int] = set()
+
+    def copy_of(value):
+        nonlocal count
+        count += 1
+        if count > MAX_VALUES:
+            raise SpecError(source, [Problem("", f"the file expands to more than {MAX_VALUES} values",
+                                             "check for aliases (*name) nested inside each other")])
+        if isinstance(value, (dict, list)):
+            if id(value) in active:
+                raise SpecError(source, [Problem("", "a YAML alias refers to itself (recursive)",
+                                                 "use an anchor outside the value it is used in")])
+            active.add(id(value))
+            try:
+                if isinstance(value, dict):
+                    return {k: copy_of(v) for k, v in value.items()}
+                return [copy_of(v) for v in value]
+            finally:
+                active.discard(id(value))
+        return value
+
+    return copy_of(data)
 
 
 def _yaml_problem(e: yaml.MarkedYAMLError) -> Problem:
@@ -376,7 +415,9 @@ def _translate(error: jsonschema.ValidationError, top_props: set, group_props: s
         message = (f"is empty; expected {want}" if value is None
                    else f"expected {want}, got {got} {_show(value)}")
         hint = ""
-        if "string" in expected and isinstance(value, (bool, int, float)):
+        if value is None and len(parts) == 2 and parts[0] == "node_groups":
+            hint = f"write `{last}: {{}}` for a group with every default"
+        elif "string" in expected and isinstance(value, (bool, int, float)):
             hint = "quote it to make it a string, e.g. \"" + _show(value) + "\""
         elif "integer" in expected and isinstance(value, str) and value.strip().isdigit():
             hint = f"write it without quotes: {value.strip()}"
@@ -607,6 +648,8 @@ def validate_spec(data: dict, plugins, source: str = "<spec>", lines: _Lines | N
         # plugins may assume a schema-valid spec; the schema problems come first anyway
     if problems:
         raise SpecError(source, _finish(problems, lines))
+    for key in [k for k in data if isinstance(k, str) and k.startswith(EXTENSION_PREFIX)]:
+        del data[key]  # x-* keys only hold YAML anchors
     return data
 
 

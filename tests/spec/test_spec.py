@@ -99,6 +99,19 @@ def test_full_example_keeps_what_was_written(plugins):
     assert spec["node_groups"]["t4s"]["count"] == 0
 
 
+def test_yaml_aliases_do_not_share_objects(tmp_path, plugins):
+    text = ("name: demo\nproject: p\n"
+            "x-base: &base {machine_type: g2-standard-4, tags: [a]}\n"
+            "node_groups:\n  a: *base\n  b: {<<: *base, count: 3}\n  c: *base\n")
+    spec = load_spec(write(tmp_path, text), plugins)
+    assert "x-base" not in spec
+    a, b, c = (spec["node_groups"][k] for k in "abc")
+    assert a == c and a is not c and a["tags"] is not c["tags"]
+    assert b["count"] == 3 and b["machine_type"] == "g2-standard-4"
+    a["tags"].append("z")
+    assert c["tags"] == ["a"]
+
+
 def test_defaults_are_not_shared_between_groups(tmp_path, plugins):
     spec = load_spec(write(tmp_path, "name: demo\nproject: p\nnode_groups: {a: {}, b: {}}\n"), plugins)
     a, b = spec["node_groups"]["a"], spec["node_groups"]["b"]
