@@ -183,8 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, payload)
             return
         status, payload, call = self._api(http_method, parts.path, dict(parse_qsl(parts.query)), body)
+        self.server.emulator._record(call)  # before answering, so a caller's next look sees it
         self._send(status, payload)
-        self.server.emulator._record(call)
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)

@@ -127,3 +127,18 @@ def test_preempt_terminates_and_records_an_operation(emu, gce):
     start = gce.wait(gce.instances.start(project=PROJECT, zone=ZONE, instance="spot-1"))
     assert start.error.errors[0].code == "ZONE_RESOURCE_POOL_EXHAUSTED"
     assert gce.instances.get(project=PROJECT, zone=ZONE, instance="spot-1").status == "TERMINATED"
+
+
+def test_concurrent_inserts_never_exceed_capacity(emu, gce):
+    from concurrent.futures import ThreadPoolExecutor
+
+    emu.set_capacity(ZONE, "nvidia-tesla-a100", 10)  # room for five a2-highgpu-2g
+
+    def insert(index):
+        return gce.wait(gce.instances.insert(project=PROJECT, zone=ZONE, instance_resource=gpu_instance(f"c-{index}")))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(insert, range(12)))
+    failures = [r.error.errors[0].code for r in results if r.error.errors]
+    assert failures == ["ZONE_RESOURCE_POOL_EXHAUSTED"] * 7
+    assert len(emu.instances()) == 5
