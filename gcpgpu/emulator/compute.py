@@ -25,8 +25,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from . import catalog
 from .errors import (
@@ -40,18 +40,15 @@ from .errors import (
     stockout_message,
 )
 from .filters import compile_filter
+from .instance_body import build_instance, check_name, validate_labels
 from .operations import Operation
+from .records import GLOBAL, ApiRequest, InstanceRecord, int_field
 from .resources import (
-    LABEL_KEY_PATTERN,
-    LABEL_VALUE_PATTERN,
-    NAME_PATTERN,
     Links,
     accelerator_type_json,
     fingerprint,
     image_json,
     machine_type_json,
-    new_id,
-    parse_reference,
     region_json,
     rfc3339,
     zone_json,
@@ -61,28 +58,6 @@ from .routes import METHOD_IDS, Route
 DEFAULT_CAPACITY = 1024  # free GPUs per zone and offered accelerator type
 DEFAULT_QUOTA = 4096.0  # every GPU quota metric, regional and global
 MAX_RESULTS = 500
-GLOBAL = "global"
-
-
-@dataclass
-class ApiRequest:
-    """One API call, already routed."""
-
-    method_id: str
-    project: str
-    params: dict[str, str]
-    query: dict[str, str]
-    body: dict
-    base_url: str
-    fault: "InjectedFault | None" = None  # an in-operation fault this call must report
-
-    @property
-    def links(self) -> Links:
-        return Links(self.base_url, self.project)
-
-    @property
-    def request_id(self) -> str | None:
-        return self.query.get("requestId") or None
 
 
 @dataclass
@@ -106,44 +81,6 @@ class InjectedFault:
         if message is None and self.code.startswith("ZONE_RESOURCE_POOL_EXHAUSTED"):
             message = stockout_message(project, zone or "unknown")
         return OperationError(self.code, message or f"Injected fault: {self.code}")
-
-
-@dataclass
-class InstanceRecord:
-    project: str
-    zone: str
-    resource: dict  # the instance JSON as served
-    gpu_type: str | None = None
-    gpu_count: int = 0
-    preemptible: bool = False
-    wants_nat_ips: int = 0
-    allocated_ips: list[str] = field(default_factory=list)
-    allocated_nat_ips: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.resource["name"]
-
-    @property
-    def status(self) -> str:
-        return self.resource["status"]
-
-    @status.setter
-    def status(self, value: str) -> None:
-        self.resource["status"] = value
-
-    @property
-    def holds_gpus(self) -> bool:
-        return self.gpu_count > 0 and self.status != "TERMINATED"
-
-    def quota_demand(self) -> Iterable[tuple[tuple[str, str], int]]:
-        if not self.gpu_count:
-            return []
-        metric = catalog.ACCELERATORS[self.gpu_type].quota_metric
-        if self.preemptible:
-            metric = "PREEMPTIBLE_" + metric
-        region = catalog.region_of(self.zone)
-        return [((region, metric), self.gpu_count), ((GLOBAL, catalog.GLOBAL_GPU_METRIC), self.gpu_count)]
 
 
 class AddressPool:
@@ -174,17 +111,6 @@ class AddressPool:
 
 def _copy(value: Any) -> Any:
     return copy.deepcopy(value)
-
-
-def _int_field(value: Any, field_name: str, default: int | None = None) -> int:
-    if value is None or value == "":
-        if default is None:
-            raise invalid(f"Required field '{field_name}' not specified")
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise invalid(f"Invalid value for field '{field_name}': '{value}'. Must be an integer.") from None
 
 
 class ComputeState:
@@ -396,7 +322,7 @@ class ComputeState:
     # ======================================================================== listing
 
     def _page(self, request: ApiRequest, items: list) -> tuple[list, str | None]:
-        max_results = _int_field(request.query.get("maxResults"), "maxResults", MAX_RESULTS)
+        max_results = int_field(request.query.get("maxResults"), "maxResults", MAX_RESULTS)
         if not 0 <= max_results <= MAX_RESULTS:
             raise invalid(
                 f"Invalid value for field 'maxResults': '{max_results}'. Must be less than or equal to 500"
@@ -485,10 +411,10 @@ class ComputeState:
     def instances_insert(self, request: ApiRequest) -> dict:
         zone = self._zone(request)
         name = request.body.get("name", "")
-        self._check_name(name, "resource.name")
+        check_name(name, "resource.name")
         if (request.project, zone, name) in self.instances:
             raise already_exists(f"projects/{request.project}/zones/{zone}/instances/{name}")
-        record = self._build_instance(request, zone, name, request.body, "resource")
+        record = build_instance(request, zone, name, request.body, "resource")
         op = self._new_operation(request, "insert", request.links.instance(zone, name), record.resource["id"])
         if op.error is None:
             self._admit_and_create(request, zone, op, [record], min_count=1)
@@ -499,8 +425,8 @@ class ComputeState:
         body = request.body
         if body.get("sourceInstanceTemplate"):
             raise bad_request("The emulator does not support sourceInstanceTemplate; send instanceProperties.")
-        count = _int_field(body.get("count"), "resource.count")
-        min_count = _int_field(body.get("minCount"), "resource.minCount", count)
+        count = int_field(body.get("count"), "resource.count")
+        min_count = int_field(body.get("minCount"), "resource.minCount", count)
         if count < 1:
             raise invalid(f"Invalid value for field 'resource.count': '{count}'. Count must be greater than 0.")
         if not 1 <= min_count <= count:
@@ -519,7 +445,7 @@ class ComputeState:
             props = dict(properties, name=name)
             if per_instance.get(name, {}).get("hostname"):
                 props["hostname"] = per_instance[name]["hostname"]
-            records.append(self._build_instance(request, zone, name, props, "resource.instanceProperties"))
+            records.append(build_instance(request, zone, name, props, "resource.instanceProperties"))
         first = records[0].name if records else names[0]
         op = self._new_operation(request, "bulkInsert", request.links.instance(zone, first), None)
         op.bulk_target_count = count
@@ -532,7 +458,7 @@ class ComputeState:
     def _bulk_names(self, project: str, zone: str, count: int, per_instance: dict, pattern: str) -> list[str]:
         names = list(per_instance)[:count]
         for name in names:
-            self._check_name(name, "resource.perInstanceProperties")
+            check_name(name, "resource.perInstanceProperties")
         missing = count - len(names)
         if missing <= 0:
             return names
@@ -552,230 +478,10 @@ class ComputeState:
             number += 1
             if candidate in names or (project, zone, candidate) in self.instances:
                 continue
-            self._check_name(candidate, "resource.namePattern")
+            check_name(candidate, "resource.namePattern")
             names.append(candidate)
             missing -= 1
         return names
-
-    @staticmethod
-    def _check_name(name: str, field_name: str) -> None:
-        if not NAME_PATTERN.fullmatch(name or ""):
-            raise invalid(
-                f"Invalid value for field '{field_name}': '{name}'. "
-                "Must be a match of regex '(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'"
-            )
-
-    def _build_instance(self, request: ApiRequest, zone: str, name: str, props: dict,
-                        prefix: str) -> InstanceRecord:
-        """Validate an Instance/InstanceProperties body and return the not-yet-stored record."""
-        links = request.links
-        machine = self._resolve_machine_type(zone, props.get("machineType"), prefix)
-        gpu_type, gpu_count = self._resolve_gpus(zone, machine, props.get("guestAccelerators") or [], prefix)
-        scheduling = self._scheduling(props.get("scheduling") or {}, gpu_count)
-        labels = self._labels(props.get("labels") or {}, prefix)
-        metadata_items = (props.get("metadata") or {}).get("items") or []
-        nics, nat_count = self._network_interfaces(links, zone, props.get("networkInterfaces") or [{}])
-        resource = {
-            "kind": "compute#instance",
-            "id": new_id(),
-            "creationTimestamp": rfc3339(),
-            "name": name,
-            "description": props.get("description", ""),
-            "tags": {"items": (props.get("tags") or {}).get("items", []),
-                     "fingerprint": fingerprint((props.get("tags") or {}).get("items", []))},
-            "machineType": links.machine_type(zone, machine.name),
-            "status": "PROVISIONING",
-            "zone": links.zone(zone),
-            "canIpForward": bool(props.get("canIpForward", False)),
-            "networkInterfaces": nics,
-            "disks": self._disks(request, zone, name, props.get("disks") or [], prefix),
-            "metadata": {"kind": "compute#metadata", "fingerprint": fingerprint(metadata_items),
-                         "items": metadata_items},
-            "serviceAccounts": props.get("serviceAccounts", []),
-            "selfLink": links.instance(zone, name),
-            "scheduling": scheduling,
-            "cpuPlatform": "Unknown CPU Platform",
-            "labels": labels,
-            "labelFingerprint": fingerprint(labels),
-            "startRestricted": False,
-            "deletionProtection": bool(props.get("deletionProtection", False)),
-            "shieldedInstanceConfig": props.get("shieldedInstanceConfig")
-            or {"enableSecureBoot": False, "enableVtpm": True, "enableIntegrityMonitoring": True},
-            "fingerprint": fingerprint([name, zone]),
-            "satisfiesPzi": False,
-        }
-        if gpu_count:
-            resource["guestAccelerators"] = [
-                {"acceleratorType": links.accelerator_type(zone, gpu_type), "acceleratorCount": gpu_count}
-            ]
-        if props.get("hostname"):
-            resource["hostname"] = props["hostname"]
-        if not metadata_items:
-            del resource["metadata"]["items"]
-        return InstanceRecord(
-            request.project, zone, resource, gpu_type, gpu_count,
-            preemptible=scheduling["preemptible"] or scheduling["provisioningModel"] == "SPOT",
-            wants_nat_ips=nat_count,
-        )
-
-    def _resolve_machine_type(self, zone: str, reference: str | None, prefix: str) -> catalog.MachineTypeSpec:
-        if not reference:
-            raise invalid(f"Invalid value for field '{prefix}.machineType': ''. Machine type must be specified.")
-        parts = parse_reference(reference)
-        name = parts.get("machineTypes", parts["name"])
-        if parts.get("zones", zone) != zone:
-            raise invalid(
-                f"Invalid value for field '{prefix}.machineType': '{reference}'. "
-                f"Machine type specified '{name}' is in a different zone '{parts['zones']}' than the instance."
-            )
-        spec = catalog.machine_type_in_zone(zone, name)
-        if spec is None:
-            raise invalid(
-                f"Invalid value for field '{prefix}.machineType': '{reference}'. "
-                f"Machine type with name '{name}' does not exist in zone '{zone}'."
-            )
-        return spec
-
-    def _resolve_gpus(self, zone: str, machine: catalog.MachineTypeSpec, requested: list[dict],
-                      prefix: str) -> tuple[str | None, int]:
-        if len(requested) > 1:
-            raise bad_request("Only one accelerator type per instance is supported.")
-        if not requested:
-            return machine.bundled_gpu, machine.bundled_gpu_count
-        reference = requested[0].get("acceleratorType", "")
-        name = parse_reference(reference).get("acceleratorTypes", parse_reference(reference)["name"])
-        count = _int_field(requested[0].get("acceleratorCount"), f"{prefix}.guestAccelerators[0].acceleratorCount", 1)
-        field_name = f"{prefix}.guestAccelerators[0].acceleratorType"
-        if name not in catalog.accelerators_in_zone(zone):
-            raise invalid(f"Invalid value for field '{field_name}': '{reference}'. "
-                          f"Accelerator type '{name}' does not exist in zone '{zone}'.")
-        incompatible = bad_request(f"[{machine.name}, {name}] features are not compatible for creating instance.")
-        if machine.bundled_gpu:  # A2/A3/G2: may restate their own GPUs, nothing else
-            if (name, count) != (machine.bundled_gpu, machine.bundled_gpu_count):
-                raise incompatible
-            return name, count
-        spec = catalog.ACCELERATORS[name]
-        if machine.series != "n1" or not spec.n1_counts:
-            raise incompatible
-        if count not in spec.n1_counts:
-            raise invalid(
-                f"Invalid value for field '{prefix}.guestAccelerators[0].acceleratorCount': '{count}'. "
-                f"Accelerator count of {count} is not valid for accelerator type {name}; "
-                f"allowed counts are {sorted(spec.n1_counts)}."
-            )
-        if machine.guest_cpus > spec.n1_counts[count]:
-            raise bad_request(
-                f"Number of vCPUs ({machine.guest_cpus}) of machine type {machine.name} exceeds the maximum "
-                f"({spec.n1_counts[count]}) supported with {count} {name} accelerator(s)."
-            )
-        return name, count
-
-    @staticmethod
-    def _scheduling(requested: dict, gpu_count: int) -> dict:
-        provisioning_model = requested.get("provisioningModel", "STANDARD")
-        preemptible = bool(requested.get("preemptible")) or provisioning_model == "SPOT"
-        default_maintenance = "TERMINATE" if preemptible else "MIGRATE"
-        on_host_maintenance = requested.get("onHostMaintenance") or default_maintenance
-        if gpu_count and on_host_maintenance != "TERMINATE":
-            raise bad_request("Instances with guest accelerators do not support live migration.")
-        scheduling = {
-            "onHostMaintenance": on_host_maintenance,
-            "automaticRestart": bool(requested.get("automaticRestart", not preemptible)),
-            "preemptible": bool(requested.get("preemptible", False)),
-            "provisioningModel": provisioning_model,
-        }
-        if requested.get("instanceTerminationAction"):
-            scheduling["instanceTerminationAction"] = requested["instanceTerminationAction"]
-        return scheduling
-
-    @staticmethod
-    def _labels(labels: dict, prefix: str) -> dict:
-        for key, value in labels.items():
-            if not LABEL_KEY_PATTERN.fullmatch(key) or not LABEL_VALUE_PATTERN.fullmatch(str(value)):
-                raise invalid(
-                    f"Invalid value for field '{prefix}.labels': '{key}={value}'. Label keys must start with a "
-                    "lowercase letter; keys and values may contain only lowercase letters, digits, '_' and '-', "
-                    "at most 63 characters."
-                )
-        return dict(labels)
-
-    def _disks(self, request: ApiRequest, zone: str, instance_name: str, disks: list[dict], prefix: str) -> list:
-        if not disks:
-            raise invalid(f"Invalid value for field '{prefix}.disks': ''. No disks are specified.")
-        links = request.links
-        attached = []
-        for index, disk in enumerate(disks):
-            params = disk.get("initializeParams") or {}
-            field_name = f"{prefix}.disks[{index}].initializeParams"
-            size = self._disk_size(params, field_name)
-            disk_name = params.get("diskName") or (instance_name if index == 0 else f"{instance_name}-{index}")
-            entry = {
-                "kind": "compute#attachedDisk",
-                "type": disk.get("type", "PERSISTENT"),
-                "mode": disk.get("mode", "READ_WRITE"),
-                "source": disk.get("source") and links.expand(disk["source"]) or links.disk(zone, disk_name),
-                "deviceName": disk.get("deviceName") or f"persistent-disk-{index}",
-                "index": index,
-                "boot": bool(disk.get("boot", index == 0)),
-                "autoDelete": bool(disk.get("autoDelete", False)),
-                "interface": disk.get("interface", "SCSI"),
-                "diskSizeGb": str(size),
-                "architecture": "X86_64",
-            }
-            attached.append(entry)
-        return attached
-
-    def _disk_size(self, params: dict, field_name: str) -> int:
-        image_size = 10
-        source_image = params.get("sourceImage")
-        if source_image:
-            image = self._resolve_image(source_image)
-            if image is None:
-                raise invalid(f"Invalid value for field '{field_name}.sourceImage': '{source_image}'. "
-                              "The referenced image resource cannot be found.")
-            image_size = image.disk_size_gb
-        size = _int_field(params.get("diskSizeGb"), f"{field_name}.diskSizeGb", image_size)
-        if size < image_size:
-            raise invalid(f"Invalid value for field '{field_name}.diskSizeGb': '{size}'. Requested disk size "
-                          f"cannot be smaller than the image size ({image_size} GB)")
-        return size
-
-    @staticmethod
-    def _resolve_image(reference: str) -> catalog.ImageSpec | None:
-        parts = parse_reference(reference)
-        project = parts.get("projects", "")
-        if "family" in parts:
-            return catalog.find_image_family(project, parts["family"])
-        return catalog.find_image(project, parts.get("images", parts["name"]))
-
-    @staticmethod
-    def _network_interfaces(links: Links, zone: str, requested: list[dict]) -> tuple[list[dict], int]:
-        region = catalog.region_of(zone)
-        nics, nat_count = [], 0
-        for index, nic in enumerate(requested):
-            network = links.expand(nic.get("network") or "global/networks/default")
-            subnetwork = nic.get("subnetwork") or f"regions/{region}/subnetworks/{parse_reference(network)['name']}"
-            entry = {
-                "kind": "compute#networkInterface",
-                "network": network,
-                "subnetwork": links.expand(subnetwork),
-                "networkIP": "",  # assigned when the instance is created
-                "name": f"nic{index}",
-                "fingerprint": fingerprint(["nic", index]),
-                "stackType": nic.get("stackType", "IPV4_ONLY"),
-            }
-            if nic.get("nicType"):
-                entry["nicType"] = nic["nicType"]
-            if nic.get("accessConfigs"):
-                entry["accessConfigs"] = [
-                    {"kind": "compute#accessConfig", "type": "ONE_TO_ONE_NAT",
-                     "name": config.get("name", "External NAT"), "natIP": config.get("natIP", ""),
-                     "networkTier": config.get("networkTier", "PREMIUM")}
-                    for config in nic["accessConfigs"]
-                ]
-                nat_count += sum(1 for c in nic["accessConfigs"] if not c.get("natIP"))
-            nics.append(entry)
-        return nics, nat_count
 
     # ------------------------------------------------------ admission: quota, capacity
 
@@ -932,7 +638,7 @@ class ComputeState:
         record = self._existing_instance(request)
         if request.body.get("labelFingerprint") != record.resource["labelFingerprint"]:
             raise fingerprint_mismatch()
-        labels = self._labels(request.body.get("labels") or {}, "labels")
+        labels = validate_labels(request.body.get("labels") or {}, "labels")
         op = self._new_operation(request, "setLabels", record.resource["selfLink"], record.resource["id"])
         if op.error is None:
             record.resource["labels"] = labels

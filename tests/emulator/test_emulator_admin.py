@@ -10,7 +10,6 @@ import urllib.error
 import urllib.request
 from importlib.metadata import entry_points
 
-import pytest
 from emulator_helpers import PROJECT, ZONE, bulk_insert
 
 
