@@ -1,5 +1,8 @@
 """Compute Engine state and the handlers of the REST methods the emulator serves.
 
+Request bodies are validated in ``instance_body``; routes live in ``routes``; the HTTP layer
+and the public ``Emulator`` object in ``server``.
+
 Everything here runs under one re-entrant lock (``ComputeState.lock``): handlers are short and
 the emulator favours obviously-correct concurrency over throughput.  Operation effects (an
 instance turning RUNNING, a deleted instance disappearing) are fired lazily by ``advance()``,

@@ -28,8 +28,8 @@ def check_name(name: str, field_name: str) -> None:
             "Must be a match of regex '(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'"
         )
 
-def build_instance(request: ApiRequest, zone: str, name: str, props: dict,
-                    prefix: str) -> InstanceRecord:
+
+def build_instance(request: ApiRequest, zone: str, name: str, props: dict, prefix: str) -> InstanceRecord:
     """Validate an Instance/InstanceProperties body and return the not-yet-stored record."""
     links = request.links
     machine = _resolve_machine_type(zone, props.get("machineType"), prefix)
@@ -81,6 +81,7 @@ def build_instance(request: ApiRequest, zone: str, name: str, props: dict,
         wants_nat_ips=nat_count,
     )
 
+
 def _resolve_machine_type(zone: str, reference: str | None, prefix: str) -> catalog.MachineTypeSpec:
     if not reference:
         raise invalid(f"Invalid value for field '{prefix}.machineType': ''. Machine type must be specified.")
@@ -98,6 +99,7 @@ def _resolve_machine_type(zone: str, reference: str | None, prefix: str) -> cata
             f"Machine type with name '{name}' does not exist in zone '{zone}'."
         )
     return spec
+
 
 def _resolve_gpus(zone: str, machine: catalog.MachineTypeSpec, requested: list[dict],
                   prefix: str) -> tuple[str | None, int]:
@@ -133,6 +135,7 @@ def _resolve_gpus(zone: str, machine: catalog.MachineTypeSpec, requested: list[d
         )
     return name, count
 
+
 def _scheduling(requested: dict, gpu_count: int) -> dict:
     provisioning_model = requested.get("provisioningModel", "STANDARD")
     preemptible = bool(requested.get("preemptible")) or provisioning_model == "SPOT"
@@ -150,6 +153,7 @@ def _scheduling(requested: dict, gpu_count: int) -> dict:
         scheduling["instanceTerminationAction"] = requested["instanceTerminationAction"]
     return scheduling
 
+
 def validate_labels(labels: dict, prefix: str) -> dict:
     for key, value in labels.items():
         if not LABEL_KEY_PATTERN.fullmatch(key) or not LABEL_VALUE_PATTERN.fullmatch(str(value)):
@@ -159,6 +163,7 @@ def validate_labels(labels: dict, prefix: str) -> dict:
                 "at most 63 characters."
             )
     return dict(labels)
+
 
 def _disks(request: ApiRequest, zone: str, instance_name: str, disks: list[dict], prefix: str) -> list:
     if not disks:
@@ -186,6 +191,7 @@ def _disks(request: ApiRequest, zone: str, instance_name: str, disks: list[dict]
         attached.append(entry)
     return attached
 
+
 def _disk_size(params: dict, field_name: str) -> int:
     image_size = 10
     source_image = params.get("sourceImage")
@@ -201,12 +207,14 @@ def _disk_size(params: dict, field_name: str) -> int:
                       f"cannot be smaller than the image size ({image_size} GB)")
     return size
 
+
 def _resolve_image(reference: str) -> catalog.ImageSpec | None:
     parts = parse_reference(reference)
     project = parts.get("projects", "")
     if "family" in parts:
         return catalog.find_image_family(project, parts["family"])
     return catalog.find_image(project, parts.get("images", parts["name"]))
+
 
 def _network_interfaces(links: Links, zone: str, requested: list[dict]) -> tuple[list[dict], int]:
     region = catalog.region_of(zone)

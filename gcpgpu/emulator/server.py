@@ -131,13 +131,26 @@ class Emulator:
 
     def inject_fault(self, method: str, code: str, zone: str | None = None, times: int = 1,
                      http_status: int | None = None, message: str | None = None) -> None:
+        """Make the next ``times`` calls of ``method`` (in ``zone``, or any zone) fail.
+
+        With ``http_status`` the HTTP call fails with a Google error body (reason=code) and nothing
+        happens.  Without it a mutating call returns an operation that ends DONE with
+        error.errors[0].code=code (httpErrorStatusCode 503 for stockouts), and nothing is created;
+        a read-only call, which has no operation, fails with HTTP 503.
+        """
         self.state.inject_fault(method, code, zone=zone, times=times, http_status=http_status, message=message)
 
     def preempt(self, zone: str, name: str, project: str | None = None) -> dict:
         return self.state.preempt(zone, name, project)
 
     def bind_nodes(self, binder) -> None:
-        """binder.acquire(name, instance) -> ip on create; binder.release(name) on delete."""
+        """binder.acquire(name, instance) -> ip on create; binder.release(name) on delete.
+
+        Both are called with the emulator's lock held (so an instance is never visible without its
+        IP): they must not call back into the emulator over HTTP.  acquire runs while the insert
+        request is served; release when the delete operation is DONE (from any thread).  If acquire
+        raises, the instances of that request are rolled back and the call fails with HTTP 500.
+        """
         with self.state.lock:
             self.state.binder = binder
 
@@ -221,8 +234,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _admin(emulator: Emulator, http_method: str, action: str, raw_body: bytes) -> tuple[int, dict]:
+    required = {"faults": ("method", "code"), "capacity": ("zone", "gpus"),
+                "quota": ("region", "metric", "limit"), "preempt": ("zone", "name")}
     try:
         body = json.loads(raw_body) if raw_body.strip() else {}
+        missing = [key for key in required.get(action, ()) if key not in body]
+        if http_method == "POST" and missing:
+            return 400, {"error": f"missing fields: {', '.join(missing)}"}
         if http_method == "GET" and action == "calls":
             return 200, {"calls": [_call_json(c) for c in emulator.calls]}
         if http_method == "GET" and action == "instances":
@@ -236,8 +254,10 @@ def _admin(emulator: Emulator, http_method: str, action: str, raw_body: bytes) -
                                   times=body.get("times", 1), http_status=body.get("http_status"),
                                   message=body.get("message"))
         elif action == "capacity":
-            emulator.set_capacity(body["zone"], body.get("accelerator_type") or body["acceleratorType"],
-                                  body["gpus"])
+            accelerator_type = body.get("accelerator_type") or body.get("acceleratorType")
+            if not accelerator_type:
+                return 400, {"error": "missing fields: accelerator_type"}
+            emulator.set_capacity(body["zone"], accelerator_type, body["gpus"])
         elif action == "quota":
             emulator.set_quota(body["region"], body["metric"], body["limit"])
         elif action == "preempt":
@@ -245,8 +265,8 @@ def _admin(emulator: Emulator, http_method: str, action: str, raw_body: bytes) -
         else:
             return 404, {"error": f"unknown admin endpoint {http_method} {action}"}
         return 200, {}
-    except KeyError as error:
-        return 404 if action == "preempt" else 400, {"error": f"missing or unknown: {error}"}
+    except KeyError as error:  # preempt of an instance that does not exist
+        return 404, {"error": str(error)}
     except (ValueError, TypeError) as error:
         return 400, {"error": str(error)}
 
