@@ -20,7 +20,7 @@ from gcpgpu.emulator import Emulator
 
 def up(url: str, spec: Path) -> float:
     start = time.perf_counter()
-    result = CliRunner().invoke(cli, ["--endpoint", url, "up", str(spec)])
+    result = CliRunner().invoke(cli, ["--endpoint", url, "up", str(spec), "--no-configure"])
     if result.exit_code != 0:
         raise SystemExit(result.output)
     return time.perf_counter() - start

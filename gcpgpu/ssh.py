@@ -19,6 +19,7 @@ from gcpgpu.errors import GcpgpuError
 
 KEYS_ENV = "GCPGPU_KEYS_DIR"
 DEFAULT_USER = "gcpgpu"
+_KEYGEN_LOCK = threading.Lock()
 
 
 def keys_root() -> Path:
@@ -53,8 +54,12 @@ class ClusterKeys:
         return self.dir / "known_hosts"
 
     def ensure(self) -> "ClusterKeys":
-        if self.private_key.exists():
-            return self
+        with _KEYGEN_LOCK:  # parallel create batches all ask for the key
+            if not self.private_key.exists():
+                self._generate()
+        return self
+
+    def _generate(self) -> None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -69,7 +74,6 @@ class ClusterKeys:
             handle.write(private)
         self.private_key.with_suffix(".pub").write_text(f"{public.decode()} {self.user}\n")
         self.known_hosts.touch(mode=0o600)
-        return self
 
     @property
     def public_key(self) -> str:
@@ -135,7 +139,7 @@ def _wait_one(keys: ClusterKeys, host, deadline_s: float) -> str | None:
         connection.client.set_missing_host_key_policy(
             PinnedHostKeyPolicy(keys.known_hosts, host_alias(host.instance_id, host.name)))
         try:
-            connection.run("true", hide=True, timeout=20)
+            connection.run("true", hide=True, timeout=20, in_stream=False)
             return None
         except paramiko.BadHostKeyException as error:
             return (f"{host.name} ({host.address}): host key does not match the one pinned for "

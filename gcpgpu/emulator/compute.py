@@ -576,7 +576,10 @@ class ComputeState:
                 nic["networkIP"] = self.internal_ips.allocate()
                 record.allocated_ips.append(nic["networkIP"])
             for config in nic.get("accessConfigs", []):
-                if not config["natIP"]:
+                if not config["natIP"] and index == 0 and self.binder is not None:
+                    # The test node is the VM: reachable at its "external" address too.
+                    config["natIP"] = nic["networkIP"]
+                elif not config["natIP"]:
                     config["natIP"] = self.external_ips.allocate()
                     record.allocated_nat_ips.append(config["natIP"])
 

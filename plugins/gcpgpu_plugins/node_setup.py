@@ -7,6 +7,21 @@ from pathlib import Path
 from gcpgpu.plugins import hookimpl
 
 SCHEMA = {
+    "ssh": {
+        "description": "How gcpgpu reaches the nodes over SSH.",
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "properties": {
+            "user": {"type": "string", "default": "gcpgpu", "pattern": "^[a-z_][a-z0-9_-]{0,31}$",
+                     "description": "Login user the VMs create from the cluster's SSH key."},
+            "timeout_s": {"type": "number", "minimum": 1, "default": 300,
+                          "description": "How long to wait for SSH on new nodes."},
+            "proxy_command": {"type": "string",
+                              "description": "OpenSSH ProxyCommand, e.g. an IAP tunnel: gcloud "
+                                             "compute start-iap-tunnel %h 22 --listen-on-stdin"},
+        },
+    },
     "files": {
         "description": "A local directory copied to every node (re-copied on configure when changed).",
         "type": "object",

@@ -1,0 +1,149 @@
+"""End to end on real test nodes: up -> configured nodes -> idempotent configure -> recreate
+without host-key errors -> check/diff -> inventory through Ansible itself -> down leaves nothing."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gcpgpu.cli import cli, configure_hosts
+from gcpgpu.emulator import Emulator
+from gcpgpu.emulator.nodes import NodePool, nodes_supported
+from gcpgpu.engine import open_cluster
+from gcpgpu.plugins import Plugins
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def rig(tmp_path, monkeypatch):
+    ok, reason = nodes_supported()
+    if not ok:
+        pytest.skip(f"test nodes unavailable: {reason}")
+    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
+    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-e2e", subnet="10.201.0")
+    emu = Emulator(latency=0.05)
+    emu.start()
+    emu.bind_nodes(pool)
+    monkeypatch.setenv("GCPGPU_ENDPOINT", emu.url)
+    try:
+        yield emu, pool
+    finally:
+        emu.stop()
+        pool.close()
+
+
+def make_cluster_files(tmp_path: Path) -> Path:
+    files = tmp_path / "code"
+    (files / "pkg").mkdir(parents=True)
+    (files / "train.py").write_text("print('train')\n")
+    (files / "pkg" / "run.sh").write_text("#!/bin/sh\necho run\n")
+    (files / "pkg" / "run.sh").chmod(0o755)
+    (files / "skip.pyc").write_text("compiled")
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text("""name: e2e
+project: demo-project
+zone: us-central1-a
+node_groups:
+  head: {count: 1, machine_type: n1-standard-4}
+  workers: {count: 2, machine_type: g2-standard-8}
+files: {src: code, dest: /opt/code}
+startup_command: echo "started on $(hostname)"
+ssh: {timeout_s: 60}
+""")
+    return spec
+
+
+def gcpgpu(*args, expect=0):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == expect, result.output
+    return result
+
+
+def configure(spec: Path, **options):
+    cluster = open_cluster(str(spec), Plugins(), os.environ["GCPGPU_ENDPOINT"])
+    return configure_hosts(cluster, cluster.hosts(), **options)
+
+
+def test_up_configure_recreate_check_and_down(rig, tmp_path):
+    emu, pool = rig
+    spec = make_cluster_files(tmp_path)
+    gcpgpu("up", str(spec))
+    names = ["e2e-head-0000", "e2e-workers-0000", "e2e-workers-0001"]
+    for name in names:
+        node = pool.node(name)
+        assert node.path("/opt/code/train.py").read_text() == "print('train')\n"
+        assert node.path("/opt/code/pkg/run.sh").stat().st_mode & 0o777 == 0o755
+        assert not node.path("/opt/code/skip.pyc").exists()  # excluded by default
+        hosts_file = node.path("/etc/hosts").read_text()
+        assert all(other in hosts_file for other in names)
+        fact = json.loads(node.path("/etc/ansible/facts.d/gcpgpu.fact").read_text())
+        assert fact["cluster"] == "e2e" and fact["node"] == name
+    deadline = time.monotonic() + 20
+    log = pool.node(names[0]).path("/var/log/gcpgpu/startup.log")
+    while "started on e2e-head-0000" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "startup command never wrote its log"
+        time.sleep(0.2)
+
+    # Second configure: nothing to change anywhere.
+    second = configure(spec)
+    assert set(second.ok) == set(names) and sum(second.changed.values()) == 0, second.changed
+
+    # A VM deleted behind our back comes back as a new instance (new host key, same IP):
+    # up recreates and configures it with no host-key complaint.
+    old_ip = pool.node("e2e-workers-0001").ip
+    from google.cloud import compute_v1
+    from gcpgpu.clients import ClientFactory
+
+    ClientFactory(emu.url).get(compute_v1.InstancesClient).delete(
+        project="demo-project", zone="us-central1-a", instance="e2e-workers-0001")
+    time.sleep(0.3)
+    gcpgpu("up", str(spec))
+    assert pool.node("e2e-workers-0001").ip == old_ip
+    assert pool.node("e2e-workers-0001").path("/opt/code/train.py").exists()
+
+    # A local change: --check --diff shows it and changes nothing on the nodes.
+    (tmp_path / "code" / "train.py").write_text("print('train v2')\n")
+    checked = configure(spec, check=True, diff=True, tags="files")
+    assert sum(checked.changed.values()) == 3
+    assert pool.node(names[0]).path("/opt/code/train.py").read_text() == "print('train')\n"
+    result = gcpgpu("configure", str(spec), "--limit", "workers", "--tags", "files")
+    assert "e2e-head-0000" not in result.output.split("configuration")[-1]
+    assert pool.node("e2e-workers-0000").path("/opt/code/train.py").read_text() == "print('train v2')\n"
+    assert pool.node(names[0]).path("/opt/code/train.py").read_text() == "print('train')\n"
+
+    # The same inventory through Ansible itself, and ad-hoc Ansible on the cluster.
+    env = {**os.environ, "GCPGPU_CLUSTER": str(spec)}
+    script = subprocess.run(["gcpgpu-inventory", "--list"], env=env, capture_output=True, text=True)
+    listed = json.loads(script.stdout)
+    assert listed["workers"]["hosts"] == ["e2e-workers-0000", "e2e-workers-0001"]
+    assert listed["all_gpu"]["hosts"] == ["e2e-workers-0000", "e2e-workers-0001"]
+    graph = subprocess.run(["ansible-inventory", "-i", str(tmp_path / "inv.sh"), "--graph"]
+                           if False else ["ansible-inventory", "-i", sys_inventory_script(tmp_path),
+                                          "--graph"], env=env, capture_output=True, text=True)
+    assert "@workers:" in graph.stdout and "e2e-head-0000" in graph.stdout, graph.stderr
+    gcpgpu("inventory", str(spec), "--write", str(tmp_path / "inv"))
+    plugin_env = {**env, "ANSIBLE_INVENTORY_PLUGINS": str(REPO / "inventory"),
+                  "ANSIBLE_INVENTORY_ENABLED": "gcpgpu"}
+    ping = subprocess.run(["ansible", "-i", str(tmp_path / "inv" / "e2e.gcpgpu.yml"), "all",
+                           "-m", "ansible.builtin.ping", "-o"], env=plugin_env,
+                          capture_output=True, text=True, timeout=120)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert ping.stdout.count("SUCCESS") == 3
+
+    gcpgpu("down", str(spec))
+    assert [i for i in emu.instances() if i.get("labels", {}).get("gcpgpu-cluster") == "e2e"] == []
+    assert pool.nodes() == []
+
+
+def sys_inventory_script(tmp_path: Path) -> str:
+    """Ansible's script inventory runs an executable: point it at gcpgpu-inventory."""
+    import shutil
+
+    return shutil.which("gcpgpu-inventory")
