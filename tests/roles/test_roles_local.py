@@ -1,0 +1,89 @@
+"""Role checks that need no test node: the controller-side file_copy helper, and the three roles
+through ansible-runner with a local connection on throwaway paths (never this machine's /etc)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+import time
+
+from .conftest import REPO, ok, run_playbook
+
+STAGE = REPO / "roles" / "file_copy" / "files" / "file_copy_stage.py"
+
+
+def stage(*args: str, stdin: str | None = None) -> dict:
+    r = subprocess.run([sys.executable, str(STAGE), *args], capture_output=True, text=True, input=stdin,
+                       check=True)
+    return json.loads(r.stdout)
+
+
+def test_stage_manifest_excludes_and_archive(tmp_path):
+    src = tmp_path / "src"
+    (src / "a" / "__pycache__").mkdir(parents=True)
+    (src / ".git").mkdir()
+    (src / "data").mkdir()
+    (src / "a" / "x.py").write_text("x\n")
+    (src / "a" / "x.pyc").write_text("c\n")
+    (src / "a" / "__pycache__" / "x.pyc").write_text("c\n")
+    (src / ".git" / "HEAD").write_text("h\n")
+    (src / "data" / "keep.bin").write_text("k\n")
+    (src / "data" / "drop.tmp").write_text("d\n")
+    (src / "top.tmp").write_text("t\n")  # "data/*.tmp" is anchored: this one stays
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    (src / "run.sh").chmod(0o750)
+    m = stage("manifest", str(src), "--exclude=.git", "--exclude=__pycache__", "--exclude=*.pyc",
+              "--exclude=data/*.tmp", "--checksum")
+    files = {f["path"]: f for f in m["files"]}
+    assert sorted(files) == ["a/x.py", "data/keep.bin", "run.sh", "top.tmp"]
+    assert files["run.sh"]["mode"] == "0750"
+    assert len(files["a/x.py"]["checksum"]) == 40
+    out = stage("archive", str(src), f"--dir={tmp_path}", stdin=json.dumps(["a/x.py", "run.sh"]))
+    with tarfile.open(out["archive"]) as tar:
+        members = {t.name: t for t in tar.getmembers()}
+    assert sorted(members) == ["a", "a/x.py", "run.sh"]
+    assert members["run.sh"].mode == 0o750 and members["a"].isdir()
+
+
+def local_inventory() -> dict:
+    return {"all": {"hosts": {"localhost": {"ansible_connection": "local",
+                                            "ansible_python_interpreter": sys.executable}}}}
+
+
+def test_roles_idempotent_with_local_connection(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f.txt").write_text("one\n")
+    (src / "x.pyc").write_text("no\n")
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    (tmp_path / "bin").mkdir()
+    plays = [{"hosts": "all", "gather_facts": False, "roles": [
+        {"role": "common", "vars": {"common_hosts_file": str(tmp_path / "hosts"),
+                                    "common_facts_dir": str(tmp_path / "facts.d"),
+                                    "common_hosts": [{"name": "n1", "ip": "10.0.0.2"},
+                                                     {"name": "n0", "ip": "10.0.0.1"}],
+                                    "common_facts": {"cluster": "c"}}},
+        {"role": "file_copy", "vars": {"file_copy_src": str(src), "file_copy_dest": str(tmp_path / "dst")}},
+        {"role": "startup_command", "vars": {
+            "startup_command": "echo local-run",
+            "startup_command_runner": str(tmp_path / "bin" / "gcpgpu-startup"),
+            "startup_command_state_dir": str(tmp_path / "state"),
+            "startup_command_log": str(tmp_path / "log" / "startup.log"),
+            "startup_command_boot_hook": str(tmp_path / "rc.local")}},
+    ]}]
+    first = ok(run_playbook(tmp_path / "w", plays, local_inventory()))
+    assert first.total("changed") > 0
+    second = ok(run_playbook(tmp_path / "w", plays, local_inventory()))
+    assert second.total("changed") == 0, second.stats
+    hosts = (tmp_path / "hosts").read_text()
+    assert hosts.startswith("127.0.0.1 localhost\n")
+    assert "10.0.0.1\tn0\n10.0.0.2\tn1\n" in hosts
+    assert json.loads((tmp_path / "facts.d" / "gcpgpu.fact").read_text()) == {"cluster": "c"}
+    assert (tmp_path / "dst" / "sub" / "f.txt").read_text() == "one\n"
+    assert not (tmp_path / "dst" / "x.pyc").exists()
+    deadline = time.monotonic() + 10
+    log = tmp_path / "log" / "startup.log"
+    while not (log.exists() and "exited with status 0" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert log.read_text().count("local-run") == 1
