@@ -17,8 +17,9 @@ from pathlib import Path
 
 CLUSTER_ENV = "GCPGPU_CLUSTER"
 CONFIG_NAME = "gcpgpu-inventory.yml"
-INSTANCE_FIELDS = ("name", "id", "zone", "machineType", "status", "labels", "networkInterfaces",
-                   "tags", "guestAccelerators", "scheduling")
+# Ansible reserves `name` and `tags` as variable names: the host name is inventory_hostname.
+INSTANCE_FIELDS = ("id", "zone", "machineType", "status", "labels", "networkInterfaces",
+                   "guestAccelerators", "scheduling")
 
 
 @dataclass
