@@ -16,7 +16,8 @@ def gcpgpu_schema():
 
     The fragment is a dict with either or both keys:
     ``"cluster"``: ``{"properties": {...}, "$defs": {...}}`` merged into the top level;
-    ``"node_group"``: ``{"properties": {...}}`` merged into every node group.
+    ``"node_group"``: ``{"properties": {...}, "allOf": [...]}`` merged into every node group
+    (``allOf`` if/then rules give defaults that depend on another field).
     Give every property a ``description`` and, where there is one, a ``default``: the defaults are
     filled into the loaded spec.
     """
@@ -24,10 +25,11 @@ def gcpgpu_schema():
 
 @hookspec
 def gcpgpu_validate(spec):
-    """Check a schema-valid spec for problems the schema cannot express.
+    """Check a spec for problems the schema cannot express.
 
-    Return a list of :class:`gcpgpu.errors.Problem` (empty when all is well). Never call an API
-    here: validation runs before anything is created.
+    Return a list of :class:`gcpgpu.errors.Problem` (empty when all is well). Validators run even
+    when the schema found problems (the user sees everything at once), so skip values of the
+    wrong type. Never call an API here: validation runs before anything is created.
     """
 
 

@@ -127,8 +127,9 @@ class ComputeProvider:
         labels = {**s["labels"], CLUSTER_LABEL: ctx.cluster, GROUP_LABEL: template.group,
                   DIGEST_LABEL: template.digest}
         image = s["image"]
-        source = (f"projects/{image['project']}/global/images/family/{image['family']}"
-                  if image.get("family") else f"projects/{image['project']}/global/images/{image['name']}")
+        image_project = image.get("project") or ctx.project  # an image by name may be the project's own
+        source = (f"projects/{image_project}/global/images/family/{image['family']}"
+                  if image.get("family") else f"projects/{image_project}/global/images/{image['name']}")
         accelerator = s.get("accelerator") or {}
         has_gpu = bool(accelerator) or s["machine_type"].startswith(IMPLICIT_GPU_FAMILIES)
         explicit = accelerator and not s["machine_type"].startswith(IMPLICIT_GPU_FAMILIES)
