@@ -25,7 +25,7 @@ from gcpgpu.errors import GcpgpuError, Problem, SpecError
 SCHEMA_NAME = "cluster.schema.json"
 RESERVED_LABEL_PREFIX = "gcpgpu-"
 EXTENSION_PREFIX = "x-"  # top-level keys for YAML anchors, as in docker-compose
-TOOL_LABELS = 2  # gcpgpu-cluster and gcpgpu-group on every resource
+TOOL_LABELS = 3  # gcpgpu-cluster, gcpgpu-group, gcpgpu-digest
 MAX_LABELS = 64
 MAX_NAME = 63
 RFC1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
