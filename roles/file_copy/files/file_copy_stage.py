@@ -2,7 +2,7 @@
 """Controller-side helper of the gcpgpu file_copy role (runs on the Ansible controller only).
 
   manifest SRC [--exclude PAT]... [--checksum]
-      Print JSON {"files": [{"path", "size", "mtime", "mode", "checksum"?}], "count"}
+      Print JSON {"files": [{"path", "size", "mtime", "mode", "checksum"?}], "keys", "count"}
       for the filtered tree under SRC (paths relative, POSIX, sorted).
   archive SRC [--dir DIR]   (JSON list of relative paths on stdin)
       Write a gzip tar of the listed files plus their parent directories to a new
@@ -82,7 +82,11 @@ def cmd_manifest(args):
         if args.checksum:
             entry["checksum"] = sha1(path)
         files.append(entry)
-    json.dump({"files": files, "count": len(files)}, sys.stdout)
+    # "path|a|b|mode" per file, a|b = size|mtime or checksum|: the role appends |owner|group and
+    # compares these strings with the same keys built from the node's `find` (a set difference).
+    keys = ["|".join([f["path"], *((f["checksum"], "") if args.checksum else (str(f["size"]), str(f["mtime"]))),
+                      f["mode"]]) for f in files]
+    json.dump({"files": files, "keys": keys, "count": len(files)}, sys.stdout)
 
 
 def cmd_archive(args):
