@@ -108,7 +108,7 @@ def test_third_party_plugin_provides_a_provider(plugin_venv, tmp_path):
     assert row["package"] == "gcpgpu-localfile" and row["version"] == "0.3.1"
     assert "localfile" in listed["providers"]
 
-    up = gcpgpu_cli(plugin_venv, "up", str(spec), env=env)
+    up = gcpgpu_cli(plugin_venv, "up", str(spec), "--no-configure", env=env)  # no SSH on files
     assert up.returncode == 0, up.stderr
     assert sorted(p.name for p in (tmp_path / "machines").iterdir()) == [
         "thirdparty-boxes-0.json", "thirdparty-boxes-1.json"]
