@@ -72,6 +72,7 @@ def run_playbook(cluster, inventory, *, limit=None, tags=None, check=False, diff
             limit=limit, tags=tags, cmdline=cmdline or None, quiet=True,
             event_handler=on_event, envvars={
                 "ANSIBLE_PIPELINING": "True",
+                "ANSIBLE_SSH_RETRIES": "3",  # a new session can race a control master that is exiting
                 "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s",
                 "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
                 "ANSIBLE_HOST_KEY_CHECKING": "True",

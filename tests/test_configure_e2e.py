@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -95,6 +96,10 @@ def test_up_configure_recreate_check_and_down(rig, tmp_path):
     second = configure(spec)
     assert set(second.ok) == set(names) and sum(second.changed.values()) == 0, second.changed
 
+    # Check mode on a configured cluster: nothing would change.
+    unchanged = configure(spec, check=True, diff=True)
+    assert sum(unchanged.changed.values()) == 0, unchanged.changed
+
     # A VM deleted behind our back comes back as a new instance (new host key, same IP):
     # up recreates and configures it with no host-key complaint.
     old_ip = pool.node("e2e-workers-0001").ip
@@ -124,9 +129,8 @@ def test_up_configure_recreate_check_and_down(rig, tmp_path):
     listed = json.loads(script.stdout)
     assert listed["workers"]["hosts"] == ["e2e-workers-0000", "e2e-workers-0001"]
     assert listed["all_gpu"]["hosts"] == ["e2e-workers-0000", "e2e-workers-0001"]
-    graph = subprocess.run(["ansible-inventory", "-i", str(tmp_path / "inv.sh"), "--graph"]
-                           if False else ["ansible-inventory", "-i", sys_inventory_script(tmp_path),
-                                          "--graph"], env=env, capture_output=True, text=True)
+    graph = subprocess.run(["ansible-inventory", "-i", shutil.which("gcpgpu-inventory"), "--graph"],
+                           env=env, capture_output=True, text=True)
     assert "@workers:" in graph.stdout and "e2e-head-0000" in graph.stdout, graph.stderr
     gcpgpu("inventory", str(spec), "--write", str(tmp_path / "inv"))
     plugin_env = {**env, "ANSIBLE_INVENTORY_PLUGINS": str(REPO / "inventory"),
@@ -141,9 +145,3 @@ def test_up_configure_recreate_check_and_down(rig, tmp_path):
     assert [i for i in emu.instances() if i.get("labels", {}).get("gcpgpu-cluster") == "e2e"] == []
     assert pool.nodes() == []
 
-
-def sys_inventory_script(tmp_path: Path) -> str:
-    """Ansible's script inventory runs an executable: point it at gcpgpu-inventory."""
-    import shutil
-
-    return shutil.which("gcpgpu-inventory")
