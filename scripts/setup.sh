@@ -14,4 +14,5 @@ if [ -n "$missing" ]; then
   fi
 fi
 extra=$(grep -hv '^\s*#' .ci/pip-packages.txt 2>/dev/null | sort -u | tr '\n' ' ')
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' $extra 2>&1 | grep -v "as the 'root' user" || true
+python3 -m pip install -q --disable-pip-version-check -e '.[test]' $extra 2>&1 \
+  | { grep -v "as the 'root' user" || true; }   # pipefail keeps pip's exit status
