@@ -198,16 +198,18 @@ def ssh(session, spec_file, node, command):
     import os
 
     cluster = session.cluster(spec_file)
-    host = pick_host(cluster, node)
+    os.execvp("ssh", ssh_argv(cluster, pick_host(cluster, node), command, interactive=True))
+
+
+def ssh_argv(cluster, host, command=(), interactive=False) -> list[str]:
+    """OpenSSH to a node with the cluster's key, pinned host keys and optional ProxyCommand."""
     keys = cluster.keys.ensure()
-    argv = ["ssh", *keys.ssh_options(host), *proxy_options(cluster.spec), "-o", "BatchMode=no",
+    options = keys.ssh_options(host)
+    if interactive:  # may prompt, e.g. for a passphrase-protected ProxyCommand
+        options = ["BatchMode=no" if o == "BatchMode=yes" else o for o in options]
+    proxy = (cluster.spec.get("ssh") or {}).get("proxy_command")
+    return ["ssh", *options, *(["-o", f"ProxyCommand={proxy}"] if proxy else []),
             f"{keys.user}@{host.address}", *command]
-    os.execvp("ssh", argv)
-
-
-def proxy_options(spec: dict) -> list[str]:
-    proxy = (spec.get("ssh") or {}).get("proxy_command")
-    return ["-o", f"ProxyCommand={proxy}"] if proxy else []
 
 
 @cli.command("ssh-config")
@@ -249,10 +251,7 @@ def logs(session, spec_file, node):
     import subprocess
 
     cluster = session.cluster(spec_file)
-    host = pick_host(cluster, node)
-    keys = cluster.keys.ensure()
-    subprocess.run(["ssh", *keys.ssh_options(host), *proxy_options(cluster.spec),
-                    f"{keys.user}@{host.address}", "sudo cat /var/log/gcpgpu/startup.log"])
+    subprocess.run(ssh_argv(cluster, pick_host(cluster, node), ["sudo cat /var/log/gcpgpu/startup.log"]))
 
 
 @cli.command()

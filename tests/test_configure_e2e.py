@@ -141,6 +141,14 @@ def test_up_configure_recreate_check_and_down(rig, tmp_path):
     assert ping.returncode == 0, ping.stdout + ping.stderr
     assert ping.stdout.count("SUCCESS") == 3
 
+    # A shell command and the startup log over the cluster's SSH settings.
+    shell = subprocess.run(["gcpgpu", "ssh", str(spec), "e2e-workers-0001", "hostname"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shell.stdout.strip() == "e2e-workers-0001", shell.stderr
+    logs = subprocess.run(["gcpgpu", "logs", str(spec), names[0]], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert "started on e2e-head-0000" in logs.stdout, logs.stderr
+
     gcpgpu("down", str(spec))
     assert [i for i in emu.instances() if i.get("labels", {}).get("gcpgpu-cluster") == "e2e"] == []
     assert pool.nodes() == []
