@@ -106,9 +106,11 @@ def test_up_configure_recreate_check_and_down(rig, tmp_path):
     from google.cloud import compute_v1
     from gcpgpu.clients import ClientFactory
 
-    ClientFactory(emu.url).get(compute_v1.InstancesClient).delete(
+    clients = ClientFactory(emu.url)
+    operation = clients.get(compute_v1.InstancesClient).delete(
         project="demo-project", zone="us-central1-a", instance="e2e-workers-0001")
-    time.sleep(0.3)
+    clients.get(compute_v1.ZoneOperationsClient).wait(
+        project="demo-project", zone="us-central1-a", operation=operation.name)
     gcpgpu("up", str(spec))
     assert pool.node("e2e-workers-0001").ip == old_ip
     assert pool.node("e2e-workers-0001").path("/opt/code/train.py").exists()

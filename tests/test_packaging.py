@@ -98,9 +98,10 @@ node_groups:
     return path
 
 
-def test_third_party_plugin_provides_a_provider(plugin_venv, tmp_path):
+def test_third_party_plugin_provides_a_provider(plugin_venv, tmp_path, gcp_emulator):
+    # `down` sweeps every provider, the built-in compute one included: give it the emulator.
     env = {**os.environ, "GCPGPU_LOCALFILE_DIR": str(tmp_path / "machines"),
-           "GCPGPU_STATE_DIR": str(tmp_path / "state")}
+           "GCPGPU_STATE_DIR": str(tmp_path / "state"), "GCPGPU_ENDPOINT": gcp_emulator.url}
     spec = write_spec(tmp_path / "cluster.yaml")
 
     listed = json.loads(gcpgpu_cli(plugin_venv, "plugins", "--json", env=env).stdout)
