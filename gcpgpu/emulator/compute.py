@@ -214,7 +214,13 @@ class ComputeState:
             if fault and (fault.http_status or not route.mutating):
                 raise fault.api_error()
             request.fault = fault
-            return 200, getattr(self, route.handler)(request)
+            try:
+                return 200, getattr(self, route.handler)(request)
+            except Exception:
+                # A call that failed outright did nothing: its retry must not replay an operation.
+                if request.request_id:
+                    self.operations_by_request_id.pop((request.project, request.request_id), None)
+                raise
 
     def _check_project(self, request: ApiRequest) -> None:
         public_image_project = request.method_id.startswith("compute.images.")

@@ -109,16 +109,27 @@ class ComputeProvider:
     def _check_ours(self, ctx: Context, zone: str, names: list[str]) -> None:
         """bulkInsert counts a same-named existing instance as created: one of ours is adopted
         that way, but anyone else's must be refused, so look at the labels."""
+        from google.api_core import exceptions
         from google.cloud import compute_v1
 
         client = ctx.clients.get(compute_v1.InstancesClient)
         listed = client.list(request=compute_v1.ListInstancesRequest(
             project=ctx.project, zone=zone, filter=label_filter(ctx.cluster)), retry=retry_policy())
-        foreign = sorted(set(names) - {instance.name for instance in listed})
+        unlabelled = sorted(set(names) - {instance.name for instance in listed})
+        foreign, missing = [], []
+        for name in unlabelled:  # rare: look each one up to say which problem it is
+            try:
+                client.get(project=ctx.project, zone=zone, instance=name, retry=retry_policy())
+                foreign.append(name)
+            except exceptions.NotFound:
+                missing.append(name)
         if foreign:
             raise GcpgpuError(f"instance(s) {', '.join(foreign)} in {zone} exist but are not "
                               f"labelled {CLUSTER_LABEL}={ctx.cluster}; delete or rename them, "
                               f"or rename the cluster")
+        if missing:
+            raise GcpgpuError(f"bulkInsert in {zone} reported success but {', '.join(missing)} "
+                              f"do not exist; re-run to create them")
 
     def _properties(self, ctx: Context, template: Resource):
         from google.cloud import compute_v1

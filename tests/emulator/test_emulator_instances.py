@@ -277,3 +277,26 @@ def test_operations_get_list_delete(gce):
     gce.zone_operations.delete(project=PROJECT, zone=ZONE, operation=op.name)
     with pytest.raises(exceptions.NotFound):
         gce.zone_operations.get(project=PROJECT, zone=ZONE, operation=op.name)
+
+
+def test_a_call_that_failed_outright_is_not_replayed_by_its_request_id(emu, gce):
+    class FlakyBinder:
+        calls = 0
+
+        def acquire(self, name, instance):
+            FlakyBinder.calls += 1
+            if FlakyBinder.calls == 1:
+                raise RuntimeError("node did not start")
+            return "10.200.0.50"
+
+        def release(self, name):
+            pass
+
+    emu.bind_nodes(FlakyBinder())
+    request = compute_v1.InsertInstanceRequest(
+        project=PROJECT, zone=ZONE, instance_resource=gpu_instance("flaky-1"),
+        request_id="0b6f7d2e-5a4c-4f7e-9d61-3c2b1a0f9e8d")
+    with pytest.raises(exceptions.InternalServerError):
+        gce.instances.insert(request=request)
+    gce.wait(gce.instances.insert(request=request))  # the retry creates it, not a replay
+    assert gce.instances.get(project=PROJECT, zone=ZONE, instance="flaky-1").status == "RUNNING"
