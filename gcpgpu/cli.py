@@ -120,7 +120,8 @@ def up(session, spec_file, configure):
         report.console.print(report.plan_summary(the_plan))
         with report.progress() as start_batch:
             cluster.apply(the_plan, start_batch)
-        hosts = cluster.hosts()
+        # Nothing changed: the plan's live view is current, no need to list again.
+        hosts = cluster.hosts(None if the_plan.changes else the_plan.keep)
         report.console.print(report.hosts_table(hosts, title=f"cluster {cluster.spec['name']}"))
         if configure:
             configure_hosts(cluster, hosts)
@@ -204,12 +205,9 @@ def ssh(session, spec_file, node, command):
 def ssh_argv(cluster, host, command=(), interactive=False) -> list[str]:
     """OpenSSH to a node with the cluster's key, pinned host keys and optional ProxyCommand."""
     keys = cluster.keys.ensure()
-    options = keys.ssh_options(host)
-    if interactive:  # may prompt, e.g. for a passphrase-protected ProxyCommand
-        options = ["BatchMode=no" if o == "BatchMode=yes" else o for o in options]
-    proxy = (cluster.spec.get("ssh") or {}).get("proxy_command")
-    return ["ssh", *options, *(["-o", f"ProxyCommand={proxy}"] if proxy else []),
-            f"{keys.user}@{host.address}", *command]
+    # An interactive session may prompt, e.g. for a ProxyCommand's credentials.
+    options = keys.ssh_options(host, BatchMode="no" if interactive else "yes")
+    return ["ssh", *options, f"{keys.user}@{host.address}", *command]
 
 
 @cli.command("ssh-config")
@@ -221,19 +219,14 @@ def ssh_config(session, spec_file):
 
     Example: gcpgpu ssh-config cluster.yaml >> ~/.ssh/config
     """
-    from gcpgpu.ssh import host_alias
-
     cluster = session.cluster(spec_file)
     keys = cluster.keys.ensure()
-    proxy = (cluster.spec.get("ssh") or {}).get("proxy_command")
     blocks = []
     for host in cluster.hosts():
-        lines = [f"Host {host.name}", f"  HostName {host.address}", f"  User {keys.user}",
-                 f"  IdentityFile {keys.private_key}", "  IdentitiesOnly yes",
-                 f"  UserKnownHostsFile {keys.known_hosts}",
-                 f"  HostKeyAlias {host_alias(host.instance_id, host.name)}",
-                 "  StrictHostKeyChecking accept-new"]
-        blocks.append("\n".join(lines + ([f"  ProxyCommand {proxy}"] if proxy else [])))
+        settings = {"HostName": host.address, "User": keys.user, **keys.ssh_settings(host)}
+        for interactive_only in ("BatchMode", "ConnectTimeout"):  # editors such as VS Code may prompt
+            settings.pop(interactive_only)
+        blocks.append("\n".join([f"Host {host.name}", *(f"  {k} {v}" for k, v in settings.items())]))
     path = keys.dir / "ssh_config"
     path.write_text("# written by gcpgpu ssh-config; re-run after up\n" + "\n\n".join(blocks) + "\n")
     click.echo(f"Include {path}")

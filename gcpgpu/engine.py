@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import uuid
-from functools import cached_property
-from pathlib import Path
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 from typing import Callable
 
 from gcpgpu.errors import GcpgpuError

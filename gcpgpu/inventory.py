@@ -63,10 +63,7 @@ def build_inventory(spec: dict, hosts: list, keys, extra_groups: list[dict] = ()
 
 def _hostvars(spec: dict, host, keys) -> dict:
     instance = {k: host.hostvars[k] for k in INSTANCE_FIELDS if k in host.hostvars}
-    ssh_args = [arg for arg in keys.ssh_options(host)[2:]]  # without -i: ansible passes the key
-    proxy = (spec.get("ssh") or {}).get("proxy_command")
-    if proxy:
-        ssh_args += ["-o", f"ProxyCommand={proxy}"]
+    ssh_args = keys.ssh_options(host, IdentityFile=None)  # the key: ansible_ssh_private_key_file
     return {
         **instance,
         "ansible_host": host.address,

@@ -39,11 +39,13 @@ class ClusterKeys:
 
     dir: Path
     user: str = DEFAULT_USER
+    proxy_command: str = ""
 
     @classmethod
     def for_spec(cls, spec: dict) -> "ClusterKeys":
         ssh = spec.get("ssh") or {}
-        return cls(keys_root() / spec["project"] / spec["name"], ssh.get("user", DEFAULT_USER))
+        return cls(keys_root() / spec["project"] / spec["name"], ssh.get("user", DEFAULT_USER),
+                   ssh.get("proxy_command", ""))
 
     @property
     def private_key(self) -> Path:
@@ -83,13 +85,22 @@ class ClusterKeys:
         """The `ssh-keys` metadata line the guest agent turns into a user with this key."""
         return f"{self.user}:{self.public_key}"
 
-    def ssh_options(self, host) -> list[str]:
-        """OpenSSH options for a host: our key, our known_hosts, pinned per instance id."""
-        return ["-i", str(self.private_key), "-o", "IdentitiesOnly=yes",
-                "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", f"HostKeyAlias={host_alias(host.instance_id, host.name)}",
-                "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes",
-                "-o", "ConnectTimeout=10"]
+    def ssh_settings(self, host) -> dict[str, str]:
+        """OpenSSH settings for a host: our key, our known_hosts pinned per instance id, and the
+        optional ProxyCommand. The one source for `gcpgpu ssh`, ssh-config and the inventory."""
+        settings = {"IdentityFile": str(self.private_key), "IdentitiesOnly": "yes",
+                    "UserKnownHostsFile": str(self.known_hosts),
+                    "HostKeyAlias": host_alias(host.instance_id, host.name),
+                    "StrictHostKeyChecking": "accept-new", "BatchMode": "yes", "ConnectTimeout": "10"}
+        if self.proxy_command:
+            settings["ProxyCommand"] = self.proxy_command
+        return settings
+
+    def ssh_options(self, host, **overrides) -> list[str]:
+        """The settings as `-o Key=Value` arguments (``overrides`` replace or, as None, drop one)."""
+        settings = {**self.ssh_settings(host), **overrides}
+        return [arg for key, value in settings.items() if value is not None
+                for arg in ("-o", f"{key}={value}")]
 
 
 class PinnedHostKeyPolicy:

@@ -147,6 +147,11 @@ def test_up_configure_recreate_check_and_down(rig, tmp_path):
     shell = subprocess.run(["gcpgpu", "ssh", str(spec), "e2e-workers-0001", "hostname"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert shell.stdout.strip() == "e2e-workers-0001", shell.stderr
+    include = gcpgpu("ssh-config", str(spec)).output.strip()
+    assert include.startswith("Include ")
+    via_config = subprocess.run(["ssh", "-F", include.split(" ", 1)[1], "-o", "BatchMode=yes",
+                                 "e2e-head-0000", "hostname"], capture_output=True, text=True, timeout=60)
+    assert via_config.stdout.strip() == "e2e-head-0000", via_config.stderr
     logs = subprocess.run(["gcpgpu", "logs", str(spec), names[0]], env=env, capture_output=True,
                           text=True, timeout=60)
     assert "started on e2e-head-0000" in logs.stdout, logs.stderr
