@@ -134,15 +134,13 @@ def configure_hosts(cluster, hosts, **options):
     from gcpgpu import report
     from gcpgpu.configure import run_playbook
     from gcpgpu.errors import GcpgpuError
-    from gcpgpu.inventory import build_inventory
+    from gcpgpu.inventory import cluster_inventory
     from gcpgpu.ssh import wait_for_ssh
 
     running = [h for h in hosts if h.status == "RUNNING"]
-    keys = cluster.keys.ensure()
     report.console.print(f"waiting for SSH on {len(running)} node(s)")
-    wait_for_ssh(keys, running, (cluster.spec.get("ssh") or {}).get("timeout_s", 300))
-    groups = cluster.plugins.hook.gcpgpu_host_groups(spec=cluster.spec, hosts=running)
-    inventory = build_inventory(cluster.spec, running, keys, groups)
+    wait_for_ssh(cluster.keys.ensure(), running, (cluster.spec.get("ssh") or {}).get("timeout_s", 300))
+    inventory = cluster_inventory(cluster, running)
     with report.ConfigureDisplay(sorted(inventory.hostvars)) as display:
         result = run_playbook(cluster, inventory, event_handler=display, **options)
     report.console.print(report.recap_table(result))

@@ -79,13 +79,11 @@ def _hostvars(spec: dict, host, keys) -> dict:
     }
 
 
-def cluster_inventory(cluster) -> Inventory:
-    """The inventory of a live cluster (one observe per provider)."""
-    from gcpgpu.ssh import ClusterKeys
-
-    hosts = cluster.hosts()
+def cluster_inventory(cluster, hosts: list | None = None) -> Inventory:
+    """The inventory of a cluster's hosts (by default its live ones: one observe per provider)."""
+    hosts = cluster.hosts() if hosts is None else hosts
     extra = cluster.plugins.hook.gcpgpu_host_groups(spec=cluster.spec, hosts=hosts)
-    return build_inventory(cluster.spec, hosts, ClusterKeys.for_spec(cluster.spec).ensure(), extra)
+    return build_inventory(cluster.spec, hosts, cluster.keys.ensure(), extra)
 
 
 def load_cluster(spec_path: str, endpoint: str | None = None):
