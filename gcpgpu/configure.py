@@ -61,7 +61,9 @@ def run_playbook(cluster, inventory, *, limit=None, tags=None, check=False, diff
         cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
 
         def on_event(event: dict) -> bool:
-            _collect_failure(event, result)
+            failure = failure_of(event)
+            if failure:
+                result.failures.append(failure)
             if event_handler:
                 event_handler(event)
             return True  # ansible-runner drops the stats unless the handler returns True
@@ -90,13 +92,13 @@ def run_playbook(cluster, inventory, *, limit=None, tags=None, check=False, diff
     return result
 
 
-def _collect_failure(event: dict, result: ConfigureResult) -> None:
+def failure_of(event: dict) -> dict | None:
+    """{host, task, message} of a failed or unreachable task event (ignored errors are not)."""
     if event.get("event") not in ("runner_on_failed", "runner_on_unreachable"):
-        return
+        return None
     data = event.get("event_data", {})
     if data.get("ignore_errors"):
-        return
+        return None
     res = data.get("res", {})
     message = res.get("msg") or res.get("stderr") or res.get("reason") or ""
-    result.failures.append({"host": data.get("host"), "task": data.get("task"),
-                            "message": str(message).strip()[:500]})
+    return {"host": data.get("host"), "task": data.get("task"), "message": str(message).strip()[:500]}

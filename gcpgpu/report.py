@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gcpgpu.configure import failure_of
+
 console = Console()
 errors = Console(stderr=True)
 
@@ -89,10 +91,9 @@ class ConfigureDisplay:
             self.bar.update(task, description=data.get("task", ""))
         elif kind in ("runner_on_ok", "runner_on_skipped", "runner_on_failed", "runner_on_unreachable"):
             self.bar.advance(task)
-        if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-            res = data.get("res", {})
-            message = res.get("msg") or res.get("stderr") or ""
-            self.bar.console.print(f"[red]{data.get('host')}: {data.get('task')}: {message}")
+        failure = failure_of(event)
+        if failure:
+            self.bar.console.print(f"[red]{failure['host']}: {failure['task']}: {failure['message']}")
 
 
 def recap_table(result) -> Table:

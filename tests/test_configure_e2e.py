@@ -160,3 +160,18 @@ def test_up_configure_recreate_check_and_down(rig, tmp_path):
     assert [i for i in emu.instances() if i.get("labels", {}).get("gcpgpu-cluster") == "e2e"] == []
     assert pool.nodes() == []
 
+
+
+def test_a_failed_host_fails_the_command_and_the_others_stay_configured(rig, tmp_path):
+    emu, pool = rig
+    spec = make_cluster_files(tmp_path)
+    spec.write_text(spec.read_text().replace("  head: {count: 1, machine_type: n1-standard-4}\n", ""))
+    gcpgpu("up", str(spec), "--no-configure")
+    # On one node the destination is a plain file: copying a directory there must fail.
+    pool.node("e2e-workers-0001").run(["sh", "-c", "mkdir -p /opt && echo x > /opt/code"], check=True)
+    result = gcpgpu("configure", str(spec), expect=1)
+    summary = result.output.split("error:")[-1]
+    assert "configuration failed on e2e-workers-0001" in summary and "e2e-workers-0000" not in summary
+    assert "e2e-workers-0001:" in summary  # the failing host, its task and the message
+    assert pool.node("e2e-workers-0000").path("/opt/code/train.py").exists()
+    gcpgpu("down", str(spec))
