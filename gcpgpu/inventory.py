@@ -70,7 +70,7 @@ def _hostvars(spec: dict, host, keys) -> dict:
         "ansible_user": keys.user,
         "ansible_ssh_private_key_file": str(keys.private_key),
         "ansible_ssh_common_args": " ".join(ssh_args),
-        "ansible_python_interpreter": "auto_silent",
+        "ansible_python_interpreter": "/usr/bin/python3",
         "gcpgpu_cluster": spec["name"],
         "gcpgpu_group": host.group,
         "gcpgpu_zone": host.zone,

@@ -57,7 +57,9 @@ def gcpgpu_schema():
 
 @hookimpl
 def gcpgpu_plays(spec):
-    plays = [{"name": "common", "hosts": "all", "order": 10,
+    # These roles need no gathered facts (startup_command detects systemd itself): skipping the
+    # setup module saves a remote round trip per host.
+    plays = [{"name": "common", "hosts": "all", "order": 10, "gather_facts": False,
               "roles": [{"role": "common", "vars": {"common_hosts": ALL_HOSTS, "common_facts": FACTS}}]}]
     files = spec.get("files")
     if files:
@@ -67,7 +69,7 @@ def gcpgpu_plays(spec):
                           "file_copy_src": str(src.resolve()), "file_copy_dest": files["dest"],
                           "file_copy_excludes": files["excludes"]}}]})
     if spec.get("startup_command"):
-        plays.append({"name": "startup command", "hosts": "all", "order": 90,
+        plays.append({"name": "startup command", "hosts": "all", "order": 90, "gather_facts": False,
                       "roles": [{"role": "startup_command", "tags": ["startup"],
                                  "vars": {"startup_command": spec["startup_command"]}}]})
     return plays
