@@ -131,6 +131,12 @@ def test_up_configure_recreate_check_and_down(rig, tmp_path):
     listed = json.loads(script.stdout)
     assert listed["workers"]["hosts"] == ["e2e-workers-0000", "e2e-workers-0001"]
     assert listed["all_gpu"]["hosts"] == ["e2e-workers-0000", "e2e-workers-0001"]
+    # The cluster can also come from a gcpgpu-inventory.yml next to the caller, no env var.
+    (tmp_path / "gcpgpu-inventory.yml").write_text(f"cluster: {spec.name}\nendpoint: {emu.url}\n")
+    plain_env = {k: v for k, v in os.environ.items() if k not in ("GCPGPU_CLUSTER", "GCPGPU_ENDPOINT")}
+    one = subprocess.run(["gcpgpu-inventory", "--host", "e2e-head-0000"], env=plain_env, cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert json.loads(one.stdout)["ansible_host"] == pool.node("e2e-head-0000").ip, one.stderr
     graph = subprocess.run(["ansible-inventory", "-i", shutil.which("gcpgpu-inventory"), "--graph"],
                            env=env, capture_output=True, text=True)
     assert "@workers:" in graph.stdout and "e2e-head-0000" in graph.stdout, graph.stderr
