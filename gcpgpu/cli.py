@@ -32,7 +32,23 @@ class Session:
 
 
 class Command(click.Group):
-    """Prints gcpgpu's own errors as one clear message and exits with their code."""
+    """Prints gcpgpu's own errors as one clear message and exits with their code; adds the
+    commands plugins contribute (loaded only when a name is not built in, or for --help)."""
+
+    def _plugin_commands(self) -> dict:
+        if not hasattr(self, "_from_plugins"):
+            from gcpgpu.plugins import Plugins
+
+            found = Plugins().hook.gcpgpu_commands()
+            self._from_plugins = {c.name: c for commands in found for c in commands
+                                  if c.name not in self.commands}
+        return self._from_plugins
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._plugin_commands()))
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, name) or self._plugin_commands().get(name)
 
     def invoke(self, ctx):
         from gcpgpu.errors import GcpgpuError

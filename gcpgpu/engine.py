@@ -20,16 +20,17 @@ StartBatch = Callable[[str, int], Callable[[int], None]]
 class Plan:
     create: list[Resource] = field(default_factory=list)
     keep: list[Resource] = field(default_factory=list)
+    update: list[Resource] = field(default_factory=list)  # changed in place (desired values)
     replace: list[Resource] = field(default_factory=list)
     delete: list[Resource] = field(default_factory=list)
     forget: list[str] = field(default_factory=list)  # state entries with nothing live behind them
 
     @property
     def changes(self) -> bool:
-        return bool(self.create or self.replace or self.delete)
+        return bool(self.create or self.update or self.replace or self.delete)
 
     def rows(self) -> list[dict]:
-        actions = (("create", self.create), ("replace", self.replace),
+        actions = (("create", self.create), ("update", self.update), ("replace", self.replace),
                    ("delete", self.delete), ("keep", self.keep))
         return [{"action": action, "provider": r.provider, "kind": r.kind, "name": r.name,
                  "group": r.group, "location": r.location}
@@ -58,9 +59,12 @@ class Cluster:
         return ClusterKeys.for_spec(self.spec)  # the key pair is made on first use
 
     def desired(self) -> list[Resource]:
-        return [resource
-                for name, group in self.spec["node_groups"].items()
-                for resource in self.plugins.provider(group["provider"]).desired(self.spec, name, group)]
+        in_groups = [resource
+                     for name, group in self.spec["node_groups"].items()
+                     for resource in self.plugins.provider(group["provider"]).desired(self.spec, name, group)]
+        return in_groups + [resource for provider in self.plugins.providers.values()
+                            if hasattr(provider, "cluster_resources")
+                            for resource in provider.cluster_resources(self.spec)]
 
     def _providers(self, everything: bool) -> list:
         """Providers to look at: those the spec or state use, or every one (the `down` sweep)."""
@@ -68,6 +72,8 @@ class Cluster:
             return list(self.plugins.providers.values())
         names = {g["provider"] for g in self.spec["node_groups"].values()}
         names |= {entry["provider"] for entry in self.state.resources.values()}
+        names |= {name for name, provider in self.plugins.providers.items()
+                  if hasattr(provider, "cluster_resources") and provider.cluster_resources(self.spec)}
         return [self.plugins.providers[n] for n in sorted(names) if n in self.plugins.providers]
 
     def observe(self, everything: bool = False) -> list[Resource]:
@@ -76,13 +82,27 @@ class Cluster:
             found = pool.map(lambda p: p.observe(self.context()), providers)
         return [resource for resources in found for resource in resources]
 
-    def hosts(self, live: list[Resource] | None = None) -> list[Host]:
+    def _live_by_provider(self, live: list[Resource] | None) -> dict[str, list[Resource]]:
         live = self.observe() if live is None else live
-        by_provider = defaultdict(list)
+        by_provider = {provider.name: [] for provider in self._providers(everything=False)}
         for resource in live:
-            by_provider[resource.provider].append(resource)
-        return [host for name, resources in sorted(by_provider.items())
+            by_provider.setdefault(resource.provider, []).append(resource)
+        return by_provider
+
+    def hosts(self, live: list[Resource] | None = None) -> list[Host]:
+        return [host for name, resources in sorted(self._live_by_provider(live).items())
                 for host in self.plugins.providers[name].hosts(self.context(), resources)]
+
+    def variables(self, live: list[Resource] | None = None) -> dict:
+        """Variables every host sees, from the providers that offer some (e.g. share addresses)."""
+        if not any(hasattr(p, "variables") for p in self._providers(everything=False)):
+            return {}
+        found: dict = {}
+        for name, resources in sorted(self._live_by_provider(live).items()):
+            provider = self.plugins.providers[name]
+            if hasattr(provider, "variables"):
+                found.update(provider.variables(self.context(), resources))
+        return found
 
     def plan(self) -> Plan:
         live = {r.key: r for r in self.observe()}
@@ -96,6 +116,8 @@ class Cluster:
             elif have.digest != want.digest:
                 plan.replace.append(want)
                 plan.delete.append(have)
+            elif have.update_digest != want.update_digest:
+                plan.update.append(want)
             else:
                 plan.keep.append(have)
         plan.delete.extend(live.values())  # ours by label, no longer in the spec
@@ -107,14 +129,25 @@ class Cluster:
         return Plan(delete=live, forget=[k for k in self.state.resources if k not in live_keys])
 
     def apply(self, plan: Plan, start_batch: StartBatch) -> None:
-        """Deletes first (a replaced VM frees its name), then creates; batches run in parallel."""
-        failures = self._run(plan.delete, "delete", start_batch)
+        """Deletes first (a replaced VM frees its name; later stages before earlier ones), then
+        in-place updates, then creates stage by stage; batches within a stage run in parallel.
+        A failed stage stops the stages that depend on it."""
+        failures = []
+        for stage in sorted({r.stage for r in plan.delete}, reverse=True):
+            failures += self._run([r for r in plan.delete if r.stage == stage], "delete", start_batch)
+        failures += self._run(plan.update, "update", start_batch)
         failed_deletes = {r.name for r in plan.delete if r.key in self.state.resources}
         creates = [r for r in plan.create + plan.replace if r.name not in failed_deletes]
-        failures += self._run(creates, "create", start_batch)
+        for stage in sorted({r.stage for r in creates}):
+            failed = self._run([r for r in creates if r.stage == stage], "create", start_batch)
+            failures += failed
+            later = [r.key for r in creates if r.stage > stage]
+            if failed and later:
+                failures.append(f"not created, an earlier step failed: {', '.join(later)}")
+                break
         self.state.forget(plan.forget)
         # Found live (perhaps made by a run that was killed): record it as ours.
-        self.state.record({r.key: self._entry(r, "created") for r in plan.keep
+        self.state.record({r.key: self._entry(r, "created") for r in plan.keep + plan.update
                            if self.state.resources.get(r.key, {}).get("status") != "created"})
         if failures:
             raise ApplyError(failures)
@@ -143,6 +176,8 @@ class Cluster:
         try:
             if action == "create":
                 self._create(provider, ctx, batch)
+            elif action == "update":
+                provider.update(ctx, batch)
             else:
                 self._delete(provider, ctx, batch)
         except GcpgpuError as error:

@@ -57,3 +57,13 @@ def gcpgpu_plays(spec):
     Each dict is ``{"name": str, "hosts": str, "roles": [{"role": NAME, "vars": {...}}],
     "order": int}``; plays run in ascending ``order`` (core roles use 10-50).
     """
+
+
+@hookspec
+def gcpgpu_commands():
+    """Return a list of ``click.Command`` objects to add to the ``gcpgpu`` command line.
+
+    Commands get the shared session with ``@click.pass_obj`` (``session.cluster(path)`` opens a
+    cluster); ``gcpgpu.cli`` offers ``spec_argument``, ``configure_hosts`` and ``ssh_argv``.
+    Keep Google and Ansible imports inside the command functions: ``gcpgpu --help`` lists them.
+    """

@@ -26,25 +26,27 @@ INSTANCE_FIELDS = ("id", "zone", "machineType", "status", "labels", "networkInte
 class Inventory:
     groups: dict[str, list[str]] = field(default_factory=dict)
     hostvars: dict[str, dict] = field(default_factory=dict)
+    variables: dict = field(default_factory=dict)  # seen by every host (group `all`)
 
     def script_format(self) -> dict:
         """Ansible's dynamic-inventory script JSON (`--list`)."""
         data = {name: {"hosts": hosts} for name, hosts in self.groups.items()}
-        data["all"] = {"children": sorted(self.groups)}
+        data["all"] = {"children": sorted(self.groups), "vars": self.variables}
         data["_meta"] = {"hostvars": self.hostvars}
         return data
 
     def yaml_format(self) -> dict:
         """Ansible's YAML inventory structure (what ansible-runner takes as a dict)."""
         children = {name: {"hosts": {h: None for h in hosts}} for name, hosts in self.groups.items()}
-        return {"all": {"hosts": self.hostvars, "children": children}}
+        return {"all": {"hosts": self.hostvars, "children": children, "vars": self.variables}}
 
 
 def group_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
-def build_inventory(spec: dict, hosts: list, keys, extra_groups: list[dict] = ()) -> Inventory:
+def build_inventory(spec: dict, hosts: list, keys, extra_groups: list[dict] = (),
+                    variables: dict | None = None) -> Inventory:
     groups: dict[str, set] = defaultdict(set)
     hostvars = {}
     for host in hosts:
@@ -58,7 +60,8 @@ def build_inventory(spec: dict, hosts: list, keys, extra_groups: list[dict] = ()
     for contributed in extra_groups:
         for name, members in (contributed or {}).items():
             groups[group_name(name)].update(m for m in members if m in hostvars)
-    return Inventory({name: sorted(members) for name, members in sorted(groups.items())}, hostvars)
+    return Inventory({name: sorted(members) for name, members in sorted(groups.items())}, hostvars,
+                     dict(variables or {}))
 
 
 def _hostvars(spec: dict, host, keys) -> dict:
@@ -81,9 +84,10 @@ def _hostvars(spec: dict, host, keys) -> dict:
 
 def cluster_inventory(cluster, hosts: list | None = None) -> Inventory:
     """The inventory of a cluster's hosts (by default its live ones: one observe per provider)."""
-    hosts = cluster.hosts() if hosts is None else hosts
+    live = cluster.observe() if hosts is None else None
+    hosts = cluster.hosts(live) if hosts is None else hosts
     extra = cluster.plugins.hook.gcpgpu_host_groups(spec=cluster.spec, hosts=hosts)
-    return build_inventory(cluster.spec, hosts, cluster.keys.ensure(), extra)
+    return build_inventory(cluster.spec, hosts, cluster.keys.ensure(), extra, cluster.variables(live))
 
 
 def load_cluster(spec_path: str, endpoint: str | None = None):

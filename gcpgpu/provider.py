@@ -12,7 +12,10 @@ from typing import Any, Callable, Protocol
 @dataclass
 class Resource:
     """One cloud resource, desired or live. ``digest`` summarises the settings that, when they
-    differ between desired and live, mean the resource must be replaced."""
+    differ between desired and live, mean the resource must be replaced; ``update_digest`` those
+    the provider can change in place (its ``update``), e.g. a managed group's size.
+    ``stage`` orders dependencies: creates run in ascending stages (networks before VMs), deletes
+    in descending ones."""
 
     provider: str
     kind: str
@@ -23,6 +26,8 @@ class Resource:
     body: dict[str, Any] = field(default_factory=dict)
     status: str = ""
     request_id: str = ""
+    update_digest: str = ""
+    stage: int = 50
 
     @property
     def key(self) -> str:
@@ -79,4 +84,12 @@ class Provider(Protocol):
         """Delete the resources, waiting until done. Missing ones are not an error."""
 
     def hosts(self, ctx: Context, live: list[Resource]) -> list[Host]:
-        """The hosts among the live resources."""
+        """The hosts among the live resources (called for every provider the cluster uses,
+        with an empty list when none of its resources is live)."""
+
+    # Optional methods, used when a provider has them:
+    #   cluster_resources(spec) -> list[Resource]   cluster-wide resources (networks, shares,
+    #                                                 buckets) that belong to no node group
+    #   update(ctx, resources) -> None               apply changed update_digest settings in place
+    #   variables(ctx, live) -> dict                 variables every host sees in the inventory
+    #                                                 (e.g. a file share's address)

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .compute import ApiRequest, ComputeState
 from .errors import ApiError
 from .routes import match_route
+from .services import build_services
 
 ADMIN_PREFIX = "/_emulator/"
 TICK_SECONDS = 0.01
@@ -57,6 +58,7 @@ class Emulator:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.url: str | None = None
+        self.services = build_services(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -99,6 +101,8 @@ class Emulator:
         # Fires operation effects (e.g. binder.release on delete) even when nobody polls.
         while not self._stopping.wait(TICK_SECONDS):
             self.state.advance()
+            for service in self.services:
+                service.advance()
 
     # ------------------------------------------------------------------- calls
 
@@ -204,6 +208,15 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _api(self, http_method: str, path: str, query: dict, raw_body: bytes) -> tuple[int, dict, Call]:
+        for service in self.server.emulator.services:
+            try:
+                body = json.loads(raw_body) if raw_body.strip() else {}
+            except json.JSONDecodeError as error:
+                return 400, ApiError(400, "parseError", str(error)).body(), Call(
+                    "unknown", http_method, path, None, http_method != "GET", 400)
+            served = service.serve(http_method, path, query, body, self._base_url())
+            if served is not None:
+                return served
         routed = match_route(http_method, path)
         if routed is None:
             error = ApiError(404, "notFound", f"The requested URL {path} was not found on this server.")
