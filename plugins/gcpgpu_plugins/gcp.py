@@ -92,3 +92,10 @@ def short_name(url: str) -> str:
 
 def region_of(zone: str) -> str:
     return zone.rsplit("-", 1)[0]
+
+
+def service_account_email(spec: dict) -> str:
+    """The cluster's own service account (made by the network plugin; storage grants it access).
+    Account ids are 6-30 characters of [a-z0-9-]."""
+    account_id = f"gcpgpu-{spec['name']}"[:30].rstrip("-")
+    return f"{account_id}@{spec['project']}.iam.gserviceaccount.com"
