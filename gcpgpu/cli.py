@@ -108,13 +108,17 @@ def plan(session, spec_file, as_json):
 
     Example: gcpgpu plan examples/single-gpu.yaml --json
     """
-    from gcpgpu import report
+    from gcpgpu import cost, report
 
-    the_plan = session.cluster(spec_file).plan()
+    cluster = session.cluster(spec_file)
+    the_plan = cluster.plan()
+    hourly = cost.planned(cost.price_items(cluster.spec, session.plugins))
     if as_json:
-        return report.print_json({"changes": the_plan.rows()})
+        return report.print_json({"changes": the_plan.rows(), "cost": hourly,
+                                  "hourly_total": cost.total(hourly)})
     report.console.print(report.plan_table(the_plan))
     report.console.print(report.plan_summary(the_plan))
+    report.console.print(report.cost_table(hourly, "cost when up (approximate list prices)"))
 
 
 @cli.command()
@@ -128,12 +132,14 @@ def up(session, spec_file, configure):
 
     Example: gcpgpu up examples/quickstart.yaml
     """
-    from gcpgpu import report
+    from gcpgpu import cost, report
 
     cluster = session.cluster(spec_file)
     with cluster.state.lock("gcpgpu up"):
+        cluster.state.remember_spec(cluster.spec, spec_file)
         the_plan = cluster.plan()
-        report.console.print(report.plan_summary(the_plan))
+        hourly = cost.total(cost.planned(cost.price_items(cluster.spec, session.plugins)))
+        report.console.print(f"{report.plan_summary(the_plan)}; about ${hourly:.2f}/hour when up")
         with report.progress() as start_batch:
             cluster.apply(the_plan, start_batch)
         # Nothing changed: the plan's live view is current, no need to list again.
@@ -292,15 +298,19 @@ def status(session, spec_file, as_json):
 
     Example: gcpgpu status examples/single-gpu.yaml --json
     """
-    from gcpgpu import report
+    from gcpgpu import cost, report
 
     cluster = session.cluster(spec_file)
     hosts = cluster.hosts()
+    hourly = cost.live(cost.price_items(cluster.spec, session.plugins), hosts) if hosts else []
     if as_json:
-        return report.print_json({"cluster": cluster.spec["name"], "nodes": report.host_rows(hosts)})
+        return report.print_json({"cluster": cluster.spec["name"], "nodes": report.host_rows(hosts),
+                                  "cost": hourly, "hourly_total": cost.total(hourly)})
     report.console.print(report.hosts_table(hosts, title=f"cluster {cluster.spec['name']}"))
     if not hosts:
         report.console.print("no nodes: the cluster is down")
+    else:
+        report.console.print(report.cost_table(hourly, "cost now (stopped nodes pay for disks)"))
 
 
 @cli.command()
@@ -318,6 +328,7 @@ def down(session, spec_file):
         the_plan = cluster.plan_down()
         with report.progress() as start_batch:
             cluster.apply(the_plan, start_batch)
+        cluster.state.forget_spec()
     report.console.print(f"deleted {len(the_plan.delete)} resource(s); nothing of cluster "
                          f"{cluster.spec['name']!r} is left")
 
@@ -346,6 +357,30 @@ def plugins(session, as_json):
         table.add_row(row["name"], row["package"], row["version"], hooks)
     report.console.print(table)
     report.console.print(f"providers: {', '.join(providers) or 'none'}")
+
+
+@cli.command(name="ls")
+@json_option
+@click.pass_obj
+def list_clusters(session, as_json):
+    """List every cluster this machine's state knows (made by `up`, not yet `down`), with its
+    node count and cost per hour. Reads local state only: no API call.
+
+    Example: gcpgpu ls
+    """
+    from gcpgpu import cost, report
+    from gcpgpu.state import known_clusters
+
+    rows = []
+    for state, snapshot in known_clusters():
+        spec = snapshot["spec"]
+        hourly = cost.total(cost.planned(cost.price_items(spec, session.plugins)))
+        rows.append({"cluster": spec["name"], "project": spec["project"], "spec": snapshot["spec_path"],
+                     "resources": len(state.resources), "hourly": hourly,
+                     "expires": state.meta.get("expires_at")})
+    if as_json:
+        return report.print_json({"clusters": rows})
+    report.console.print(report.clusters_table(rows))
 
 
 @cli.command()

@@ -67,3 +67,13 @@ def gcpgpu_commands():
     cluster); ``gcpgpu.cli`` offers ``spec_argument``, ``configure_hosts`` and ``ssh_argv``.
     Keep Google and Ansible imports inside the command functions: ``gcpgpu --help`` lists them.
     """
+
+
+@hookspec
+def gcpgpu_prices(spec):
+    """Return the price items of a cluster, as a list of dicts:
+
+    ``{"group": node group (or e.g. "storage"), "item": what it is, "units": how many,
+    "running": $/hour per unit while running, "stopped": $/hour per unit while stopped (disks),
+    "per_host": True when a unit is one host of the group (status then counts live hosts)}``.
+    """

@@ -35,7 +35,7 @@ def plan_table(plan) -> Table:
     table = Table(title="plan")
     for column in ("action", "kind", "name", "group", "location"):
         table.add_column(column)
-    styles = {"create": "green", "replace": "yellow", "delete": "red", "keep": "dim"}
+    styles = {"create": "green", "update": "cyan", "replace": "yellow", "delete": "red", "keep": "dim"}
     for row in plan.rows():
         table.add_row(*(row[c] for c in ("action", "kind", "name", "group", "location")),
                       style=styles[row["action"]])
@@ -43,8 +43,36 @@ def plan_table(plan) -> Table:
 
 
 def plan_summary(plan) -> str:
-    return (f"{len(plan.create)} to create, {len(plan.replace)} to replace, "
+    return (f"{len(plan.create)} to create, {len(plan.update)} to update in place, "
+            f"{len(plan.replace)} to replace, "
             f"{len(plan.delete) - len(plan.replace)} to delete, {len(plan.keep)} unchanged")
+
+
+def cost_table(rows: list[dict], title: str) -> Table:
+    from gcpgpu.cost import total
+
+    table = Table(title=title)
+    for column in ("group", "item", "units", "$/hour"):
+        table.add_column(column, justify="right" if column in ("units", "$/hour") else "left")
+    for row in rows:
+        table.add_row(row["group"], row["item"], str(row["units"]), f"{row['hourly']:.2f}")
+    table.add_row("total", "", "", f"{total(rows):.2f}", style="bold")
+    return table
+
+
+def clusters_table(rows: list[dict]) -> Table:
+    import time
+
+    table = Table(title="clusters")
+    for column in ("cluster", "project", "resources", "$/hour when up", "expires", "spec"):
+        table.add_column(column)
+    for row in rows:
+        expires = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["expires"])) if row["expires"] else ""
+        table.add_row(row["cluster"], row["project"], str(row["resources"]), f"{row['hourly']:.2f}",
+                      expires, row["spec"])
+    if not rows:
+        table.caption = "no clusters: nothing of yours is billed from this machine's state"
+    return table
 
 
 def host_rows(hosts) -> list[dict]:

@@ -54,6 +54,26 @@ class ClusterState:
             if [self.resources.pop(key) for key in keys if key in self.resources]:
                 self._save()
 
+    def remember_spec(self, spec: dict, spec_path: str) -> None:
+        """Keep the spec `up` used, so `gcpgpu ls` and `sweep` know the cluster without its file."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        snapshot = {"spec_path": str(Path(spec_path).resolve()), "spec": spec, "saved": time.time(),
+                    "meta": self.meta}
+        tmp = self.dir / "spec.json.tmp"
+        tmp.write_text(json.dumps(snapshot, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, self.dir / "spec.json")
+
+    def forget_spec(self) -> None:
+        (self.dir / "spec.json").unlink(missing_ok=True)
+
+    @property
+    def meta(self) -> dict:
+        return (self.remembered_spec() or {}).get("meta", {})
+
+    def remembered_spec(self) -> dict | None:
+        path = self.dir / "spec.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     def _save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_suffix(".tmp")
@@ -86,3 +106,11 @@ class ClusterState:
                 yield self
             finally:
                 handle.truncate(0)
+
+
+def known_clusters(root: Path | None = None):
+    """(state, snapshot) of every cluster whose spec `up` remembered under the state root."""
+    root = Path(root or default_state_root()).expanduser()
+    for path in sorted(root.glob("*/*/spec.json")):
+        state = ClusterState(root, path.parent.parent.name, path.parent.name)
+        yield state, json.loads(path.read_text())
