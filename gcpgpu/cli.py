@@ -303,10 +303,11 @@ def status(session, spec_file, as_json):
     cluster = session.cluster(spec_file)
     hosts = cluster.hosts()
     hourly = cost.live(cost.price_items(cluster.spec, session.plugins), hosts) if hosts else []
+    stopped = cluster.state.stopped
     if as_json:
-        return report.print_json({"cluster": cluster.spec["name"], "nodes": report.host_rows(hosts),
+        return report.print_json({"cluster": cluster.spec["name"], "nodes": report.host_rows(hosts, stopped),
                                   "cost": hourly, "hourly_total": cost.total(hourly)})
-    report.console.print(report.hosts_table(hosts, title=f"cluster {cluster.spec['name']}"))
+    report.console.print(report.hosts_table(hosts, f"cluster {cluster.spec['name']}", stopped))
     if not hosts:
         report.console.print("no nodes: the cluster is down")
     else:

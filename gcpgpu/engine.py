@@ -90,8 +90,12 @@ class Cluster:
         return by_provider
 
     def hosts(self, live: list[Resource] | None = None) -> list[Host]:
-        return [host for name, resources in sorted(self._live_by_provider(live).items())
-                for host in self.plugins.providers[name].hosts(self.context(), resources)]
+        found = []
+        for name, resources in sorted(self._live_by_provider(live).items()):
+            for host in self.plugins.providers[name].hosts(self.context(), resources):
+                host.provider = name
+                found.append(host)
+        return found
 
     def variables(self, live: list[Resource] | None = None) -> dict:
         """Variables every host sees, from the providers that offer some (e.g. share addresses)."""

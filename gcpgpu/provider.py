@@ -47,6 +47,8 @@ class Host:
     gpus: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     hostvars: dict[str, Any] = field(default_factory=dict)
+    provider: str = ""  # set by the engine: the provider that serves this host
+    preemptible: bool = False  # spot/preemptible: may be TERMINATED by the cloud at any time
 
 
 @dataclass
@@ -91,5 +93,6 @@ class Provider(Protocol):
     #   cluster_resources(spec) -> list[Resource]   cluster-wide resources (networks, shares,
     #                                                 buckets) that belong to no node group
     #   update(ctx, resources) -> None               apply changed update_digest settings in place
+    #   power(ctx, hosts, on) -> None               start (on=True) or stop hosts, keeping disks
     #   variables(ctx, live) -> dict                 variables every host sees in the inventory
     #                                                 (e.g. a file share's address)

@@ -75,19 +75,29 @@ def clusters_table(rows: list[dict]) -> Table:
     return table
 
 
-def host_rows(hosts) -> list[dict]:
+def host_state(host, stopped: set = frozenset()) -> str:
+    """running / stopped (by `gcpgpu stop`) / preempted (a spot VM the cloud stopped) / other."""
+    if host.status in ("TERMINATED", "STOPPED", "SUSPENDED"):
+        if host.name in stopped or not host.preemptible:
+            return "stopped"
+        return "preempted"
+    return host.status.lower()
+
+
+def host_rows(hosts, stopped: set = frozenset()) -> list[dict]:
     return [{"name": h.name, "group": h.group, "zone": h.zone, "address": h.address,
-             "status": h.status, "instance_id": h.instance_id} for h in hosts]
+             "status": h.status, "state": host_state(h, stopped), "instance_id": h.instance_id}
+            for h in hosts]
 
 
-def hosts_table(hosts, title: str = "nodes") -> Table:
+def hosts_table(hosts, title: str = "nodes", stopped: set = frozenset()) -> Table:
     table = Table(title=title)
-    columns = ("name", "group", "zone", "address", "status")
+    columns = ("name", "group", "zone", "address", "state")
     for column in columns:
         table.add_column(column)
-    for row in host_rows(hosts):
-        table.add_row(*(row[c] for c in columns),
-                      style="green" if row["status"] == "RUNNING" else "yellow")
+    styles = {"running": "green", "preempted": "red"}
+    for row in host_rows(hosts, stopped):
+        table.add_row(*(row[c] for c in columns), style=styles.get(row["state"], "yellow"))
     return table
 
 

@@ -63,6 +63,20 @@ class ClusterState:
         tmp.write_text(json.dumps(snapshot, indent=1, sort_keys=True, default=str))
         os.replace(tmp, self.dir / "spec.json")
 
+    @property
+    def stopped(self) -> set[str]:
+        """Hosts `gcpgpu stop` stopped (a stopped spot VM not listed here was preempted)."""
+        path = self.dir / "stopped.json"
+        return set(json.loads(path.read_text())) if path.exists() else set()
+
+    def mark_stopped(self, names, stopped: bool) -> None:
+        with self._write_lock:
+            names = (self.stopped | set(names)) if stopped else (self.stopped - set(names))
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.dir / "stopped.json.tmp"
+            tmp.write_text(json.dumps(sorted(names)))
+            os.replace(tmp, self.dir / "stopped.json")
+
     def forget_spec(self) -> None:
         (self.dir / "spec.json").unlink(missing_ok=True)
 

@@ -206,8 +206,40 @@ class ComputeProvider:
             hosts.append(Host(
                 name=r.name, group=r.group, address=(nat or [interface.get("networkIP", "")])[0],
                 zone=r.location, instance_id=str(r.body.get("id", "")), status=r.status,
-                gpus=attached or implied, labels=r.body.get("labels", {}), hostvars=r.body))
+                gpus=attached or implied, labels=r.body.get("labels", {}), hostvars=r.body,
+                preemptible=_preemptible(r.body)))
         return hosts
+
+    def power(self, ctx: Context, hosts: list[Host], on: bool) -> None:
+        """Start or stop VMs (disks are kept), in parallel; raises CapacityError naming the VMs
+        a start could not place (a stockout), GcpgpuError for anything else."""
+        with ThreadPoolExecutor(max_workers=min(DELETE_PARALLELISM, len(hosts) or 1)) as pool:
+            outcomes = list(pool.map(lambda h: self._power_one(ctx, h, on), hosts))
+        failures = [outcome for outcome in outcomes if outcome]
+        if failures and all(isinstance(f, CapacityError) for f in failures):
+            raise CapacityError("; ".join(str(f) for f in failures))
+        if failures:
+            raise GcpgpuError("; ".join(str(f) for f in failures))
+
+    def _power_one(self, ctx: Context, host: Host, on: bool) -> Exception | None:
+        from google.cloud import compute_v1
+
+        client = ctx.clients.get(compute_v1.InstancesClient)
+        call = client.start if on else client.stop
+        try:
+            operation = call(project=ctx.project, zone=host.zone, instance=host.name, retry=retry_policy())
+            wait_zone_operation(ctx.clients, ctx.project, host.zone, operation.name)
+        except OperationFailed as failure:
+            if failure.stockout or failure.quota:
+                return CapacityError(f"{host.name} in {host.zone}: {failure}")
+            return failure
+        ctx.progress(1)
+        return None
+
+
+def _preemptible(instance: dict) -> bool:
+    scheduling = instance.get("scheduling") or {}
+    return scheduling.get("provisioningModel") == "SPOT" or bool(scheduling.get("preemptible"))
 
 
 @hookimpl

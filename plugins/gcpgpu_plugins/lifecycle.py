@@ -1,0 +1,199 @@
+"""`gcpgpu stop`, `start` and `keepalive`: pause a cluster without losing its disks, and bring
+preempted spot VMs back (restart, or recreate in a fallback zone when the restart finds no
+capacity), then configure those hosts again and re-run the startup command on them only.
+
+Works on hosts whose provider can `power` them (the compute provider); others are skipped with
+a note. Managed instance groups and GKE node pools scale instead: `stop` leaves them alone.
+"""
+from __future__ import annotations
+
+import time
+
+import click
+
+from gcpgpu.plugins import hookimpl
+
+STARTUP_RUNNER = "/usr/local/sbin/gcpgpu-startup"  # installed by the startup_command role
+KEEPALIVE_INTERVAL_S = 60
+spec_argument = click.argument("spec_file", metavar="CLUSTER_YAML", type=click.Path(dir_okay=True))
+group_option = click.option("--group", "groups", multiple=True, metavar="GROUP",
+                            help="Only this node group (repeatable); default: every group.")
+
+
+def _powerable(cluster, hosts) -> dict:
+    """{provider: hosts} for providers that can stop and start their hosts."""
+    from gcpgpu import report
+
+    by_provider: dict = {}
+    for host in hosts:
+        provider = cluster.plugins.providers[host.provider]
+        if hasattr(provider, "power"):
+            by_provider.setdefault(provider, []).append(host)
+        else:
+            report.console.print(f"{host.name}: provider {host.provider!r} cannot stop/start; skipped")
+    return by_provider
+
+
+def _selected(cluster, groups) -> list:
+    from gcpgpu.errors import GcpgpuError
+
+    unknown = sorted(set(groups) - set(cluster.spec["node_groups"]))
+    if unknown:
+        raise GcpgpuError(f"unknown node group(s) {', '.join(unknown)}; "
+                          f"groups: {', '.join(cluster.spec['node_groups'])}")
+    return [h for h in cluster.hosts() if not groups or h.group in groups]
+
+
+def power(cluster, hosts, on: bool) -> None:
+    from gcpgpu import report
+
+    for provider, batch in _powerable(cluster, hosts).items():
+        verb = "start" if on else "stop"
+        with report.progress() as start_batch:
+            advance = start_batch(f"{verb} {len(batch)} node(s)", len(batch))
+            provider.power(cluster.context(progress=advance), batch, on)
+
+
+def rerun_startup_command(cluster, hosts) -> None:
+    """Start the user's command again now (the runner the startup_command role installed)."""
+    import subprocess
+
+    from gcpgpu.cli import ssh_argv
+    from gcpgpu.errors import GcpgpuError
+
+    if not cluster.spec.get("startup_command"):
+        return
+    for host in hosts:
+        done = subprocess.run(ssh_argv(cluster, host, ["sudo", STARTUP_RUNNER, "start"]),
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise GcpgpuError(f"{host.name}: could not re-run the startup command: {done.stderr.strip()}")
+
+
+def configure_only(cluster, names: set[str]) -> None:
+    """Configure these hosts; the inventory still lists every running host (/etc/hosts)."""
+    from gcpgpu.cli import configure_hosts
+
+    running = [h for h in cluster.hosts() if h.status == "RUNNING"]
+    configure_hosts(cluster, running, limit=",".join(sorted(names)))
+
+
+@click.command()
+@spec_argument
+@group_option
+@click.pass_obj
+def stop(session, spec_file, groups):
+    """Stop the cluster's VMs (or one group's). Their boot disks are kept and keep billing
+    (see `gcpgpu status`); GPUs, CPUs and memory stop billing. `gcpgpu start` brings them back.
+
+    Example: gcpgpu stop cluster.yaml --group workers
+    """
+    from gcpgpu import report
+
+    cluster = session.cluster(spec_file)
+    with cluster.state.lock("gcpgpu stop"):
+        hosts = [h for h in _selected(cluster, groups) if h.status not in ("TERMINATED", "STOPPED")]
+        power(cluster, hosts, on=False)
+        cluster.state.mark_stopped([h.name for h in hosts], stopped=True)
+    report.console.print(f"stopped {len(hosts)} node(s); their disks still bill: "
+                         f"`gcpgpu status {spec_file}` shows the cost, `gcpgpu down` ends it")
+
+
+@click.command()
+@spec_argument
+@group_option
+@click.option("--configure/--no-configure", default=True, show_default=True,
+              help="Configure the started nodes and re-run the startup command on them.")
+@click.pass_obj
+def start(session, spec_file, groups, configure):
+    """Start the cluster's stopped VMs (or one group's), wait for SSH, configure them again and
+    re-run the startup command on them.
+
+    Example: gcpgpu start cluster.yaml
+    """
+    from gcpgpu import report
+
+    cluster = session.cluster(spec_file)
+    with cluster.state.lock("gcpgpu start"):
+        stopped = [h for h in _selected(cluster, groups) if h.status in ("TERMINATED", "STOPPED")]
+        power(cluster, stopped, on=True)
+        cluster.state.mark_stopped([h.name for h in stopped], stopped=False)
+        names = {h.name for h in stopped}
+        if configure and names:
+            configure_only(cluster, names)
+            rerun_startup_command(cluster, [h for h in cluster.hosts() if h.name in names])
+    report.console.print(f"started {len(stopped)} node(s)")
+
+
+def revive(cluster) -> list[str]:
+    """One keep-alive pass: restart preempted spot VMs, recreate those a restart cannot place,
+    configure them and re-run the startup command. Returns the names brought back."""
+    from gcpgpu import report
+    from gcpgpu.errors import CapacityError
+
+    stopped_by_user = cluster.state.stopped
+    live = cluster.observe()  # one aggregated list finds them all
+    preempted = [h for h in cluster.hosts(live) if h.preemptible and h.name not in stopped_by_user
+                 and h.status in ("TERMINATED", "STOPPED")]
+    if not preempted:
+        return []
+    report.console.print(f"preempted: {', '.join(h.name for h in preempted)}; restarting")
+    stuck = []
+    for host in preempted:
+        try:
+            power(cluster, [host], on=True)
+        except CapacityError as error:
+            report.console.print(f"{host.name}: {error}; recreating it in a fallback zone")
+            stuck.append(host)
+    if stuck:
+        recreate(cluster, stuck, live)
+    names = {h.name for h in preempted}
+    configure_only(cluster, names)
+    # A recreated VM is a new machine: configuring it ran its command already.
+    restarted = names - {h.name for h in stuck}
+    rerun_startup_command(cluster, [h for h in cluster.hosts() if h.name in restarted])
+    return sorted(names)
+
+
+def recreate(cluster, hosts, live) -> None:
+    """Delete the VMs a restart could not place; the plan then creates them again, trying the
+    cluster's zone and its fallback_zones in order."""
+    from gcpgpu import report
+    from gcpgpu.engine import Plan
+
+    names = {h.name for h in hosts}
+    plan = Plan(delete=[r for r in live if r.name in names],
+                create=[r for r in cluster.desired() if r.name in names])
+    with report.progress() as start_batch:
+        cluster.apply(plan, start_batch)
+
+
+@click.command()
+@spec_argument
+@click.option("--once", is_flag=True, help="One pass, then exit (for cron).")
+@click.option("--interval", default=KEEPALIVE_INTERVAL_S, show_default=True, type=int,
+              metavar="SECONDS", help="Seconds between passes in the foreground loop.")
+@click.pass_obj
+def keepalive(session, spec_file, once, interval):
+    """Keep spot VMs alive: find preempted ones with one list call, restart them (or recreate
+    them in a fallback zone when there is no capacity), configure them and re-run the startup
+    command on them only. Runs in the foreground every --interval seconds; --once for cron.
+
+    Example: gcpgpu keepalive cluster.yaml --once   (cron: */5 * * * *)
+    """
+    from gcpgpu import report
+
+    cluster = session.cluster(spec_file)
+    while True:
+        with cluster.state.lock("gcpgpu keepalive"):
+            revived = revive(cluster)
+        report.console.print(f"{time.strftime('%H:%M:%S')} keepalive: "
+                             + (f"brought back {', '.join(revived)}" if revived else "all nodes up"))
+        if once:
+            return
+        time.sleep(interval)
+
+
+@hookimpl
+def gcpgpu_commands():
+    return [stop, start, keepalive]
