@@ -360,6 +360,12 @@ def plugins(session, as_json):
     report.console.print(f"providers: {', '.join(providers) or 'none'}")
 
 
+def expires_at(snapshot: dict) -> float | None:
+    """When a cluster with `ttl_hours` expires: its first `up` plus the time to live."""
+    ttl = snapshot["spec"].get("ttl_hours")
+    return snapshot["meta"]["created_at"] + ttl * 3600 if ttl else None
+
+
 @cli.command(name="ls")
 @json_option
 @click.pass_obj
@@ -378,7 +384,7 @@ def list_clusters(session, as_json):
         hourly = cost.total(cost.planned(cost.price_items(spec, session.plugins)))
         rows.append({"cluster": spec["name"], "project": spec["project"], "spec": snapshot["spec_path"],
                      "resources": len(state.resources), "hourly": hourly,
-                     "expires": state.meta.get("expires_at")})
+                     "expires": expires_at(snapshot)})
     if as_json:
         return report.print_json({"clusters": rows})
     report.console.print(report.clusters_table(rows))

@@ -58,7 +58,7 @@ class ClusterState:
         """Keep the spec `up` used, so `gcpgpu ls` and `sweep` know the cluster without its file."""
         self.dir.mkdir(parents=True, exist_ok=True)
         snapshot = {"spec_path": str(Path(spec_path).resolve()), "spec": spec, "saved": time.time(),
-                    "meta": self.meta}
+                    "meta": {"created_at": time.time(), **self.meta}}  # created_at: the first up
         tmp = self.dir / "spec.json.tmp"
         tmp.write_text(json.dumps(snapshot, indent=1, sort_keys=True, default=str))
         os.replace(tmp, self.dir / "spec.json")

@@ -103,3 +103,33 @@ def test_a_user_price_file_overrides_the_built_in_table(emu, tmp_path):
     head = {row["group"]: row for row in data["cost"]}["head"]
     gpus = 2 * TABLE["gpu"]["nvidia-tesla-t4"]["on_demand"] * TABLE["region_factor"]["europe-west4"]
     assert head["hourly"] == pytest.approx(expected_per_node()["head"][0] - gpus, rel=1e-4)
+
+
+def test_ls_shows_the_expiry_and_sweep_deletes_only_expired_clusters(emu, tmp_path, monkeypatch):
+    import time
+
+    short = tmp_path / "short.yaml"
+    short.write_text("name: short\nproject: demo-project\nzone: us-central1-a\nttl_hours: 1\n"
+                     "node_groups:\n  a: {count: 1, machine_type: n1-standard-4}\n")
+    lasting = tmp_path / "lasting.yaml"
+    lasting.write_text("name: lasting\nproject: demo-project\nzone: us-central1-a\n"
+                       "node_groups:\n  a: {count: 1, machine_type: n1-standard-4}\n")
+    before = time.time()
+    run(emu, "up", str(short), "--no-configure")
+    run(emu, "up", str(lasting), "--no-configure")
+    listed = {c["cluster"]: c for c in json.loads(run(emu, "ls", "--json"))["clusters"]}
+    assert before + 3600 <= listed["short"]["expires"] <= time.time() + 3600
+    assert listed["lasting"]["expires"] is None
+    labels = {i["name"]: i["labels"] for i in emu.instances()}
+    assert labels["short-a-0000"]["gcpgpu-ttl-hours"] == "1"
+    assert "gcpgpu-ttl-hours" not in labels["lasting-a-0000"]
+
+    assert "deleting" not in run(emu, "sweep")  # not expired yet: nothing happens
+    assert len(emu.instances()) == 2
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3601)
+    assert "short (demo-project) expired" in run(emu, "sweep", "--dry-run")
+    assert len(emu.instances()) == 2
+    run(emu, "sweep")
+    assert [i["name"] for i in emu.instances()] == ["lasting-a-0000"]
+    assert [c["cluster"] for c in json.loads(run(emu, "ls", "--json"))["clusters"]] == ["lasting"]

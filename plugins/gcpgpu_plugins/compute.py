@@ -15,7 +15,7 @@ from gcpgpu.plugins import hookimpl
 from gcpgpu.provider import Context, Host, Resource
 from gcpgpu_plugins import compute_spec
 from gcpgpu_plugins.gcp import (
-    CLUSTER_LABEL, DIGEST_LABEL, GROUP_LABEL, OperationFailed, digest, label_filter, region_of,
+    CLUSTER_LABEL, DIGEST_LABEL, GROUP_LABEL, TTL_LABEL, OperationFailed, digest, label_filter, region_of,
     retry_policy, short_name, wait_zone_operation,
 )
 
@@ -137,6 +137,8 @@ class ComputeProvider:
         s = template.body
         labels = {**s["labels"], CLUSTER_LABEL: ctx.cluster, GROUP_LABEL: template.group,
                   DIGEST_LABEL: template.digest}
+        if ctx.spec.get("ttl_hours"):  # expiry = creationTimestamp + this; not in the digest
+            labels[TTL_LABEL] = str(ctx.spec["ttl_hours"])
         image = s["image"]
         image_project = image.get("project") or ctx.project  # an image by name may be the project's own
         source = (f"projects/{image_project}/global/images/family/{image['family']}"

@@ -12,6 +12,7 @@ from gcpgpu.errors import GcpgpuError
 CLUSTER_LABEL = "gcpgpu-cluster"
 GROUP_LABEL = "gcpgpu-group"
 DIGEST_LABEL = "gcpgpu-digest"
+TTL_LABEL = "gcpgpu-ttl-hours"  # a cluster with a time to live: sweep deletes it when it runs out
 STOCKOUT_CODES = {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS"}
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 OPERATION_DEADLINE_S = 1800

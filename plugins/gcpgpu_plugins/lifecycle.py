@@ -194,6 +194,48 @@ def keepalive(session, spec_file, once, interval):
         time.sleep(interval)
 
 
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Only say which clusters would be deleted.")
+@click.pass_obj
+def sweep(session, dry_run):
+    """Delete every cluster in this machine's state whose `ttl_hours` has run out (counted from
+    its first `up`), as `gcpgpu down` would. Run it from cron next to `keepalive`.
+
+    Example: gcpgpu sweep --dry-run
+    """
+    from gcpgpu import report
+    from gcpgpu.clients import ClientFactory
+    from gcpgpu.cli import expires_at
+    from gcpgpu.engine import Cluster
+    from gcpgpu.state import known_clusters
+
+    now = time.time()
+    for state, snapshot in known_clusters():
+        expiry = expires_at(snapshot)
+        if not expiry or expiry > now:
+            continue
+        spec = snapshot["spec"]
+        report.console.print(f"{spec['name']} ({spec['project']}) expired "
+                             f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(expiry))}"
+                             + (": would delete it" if dry_run else ": deleting it"))
+        if dry_run:
+            continue
+        cluster = Cluster(spec, session.plugins, ClientFactory(session.endpoint), state)
+        with state.lock("gcpgpu sweep"):
+            with report.progress() as start_batch:
+                cluster.apply(cluster.plan_down(), start_batch)
+            state.forget_spec()
+
+
+@hookimpl
+def gcpgpu_schema():
+    return {"cluster": {"properties": {"ttl_hours": {
+        "type": "integer", "minimum": 1,
+        "description": "Time to live: `gcpgpu sweep` deletes the cluster this many hours after "
+                       "its first `up` (`gcpgpu ls` shows when). Unset: no expiry.",
+    }}}}
+
+
 @hookimpl
 def gcpgpu_commands():
-    return [stop, start, keepalive]
+    return [stop, start, keepalive, sweep]
