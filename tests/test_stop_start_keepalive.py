@@ -24,7 +24,7 @@ def rig(tmp_path, monkeypatch):
     if not ok:
         pytest.skip(f"test nodes unavailable: {reason}")
     monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
-    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-life", subnet="10.203.0")
+    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-life", subnet="10.205.0")
     emu = Emulator(latency=0.05)
     emu.start()
     emu.bind_nodes(pool)

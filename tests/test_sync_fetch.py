@@ -21,7 +21,7 @@ def rig(tmp_path, monkeypatch):
     ok, reason = nodes_supported()
     if not ok:
         pytest.skip(f"test nodes unavailable: {reason}")
-    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-sync", subnet="10.204.0")
+    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-sync", subnet="10.206.0")
     emu = Emulator(latency=0.05)
     emu.start()
     emu.bind_nodes(pool)

@@ -227,13 +227,57 @@ def sweep(session, dry_run):
             state.forget_spec()
 
 
-@hookimpl
-def gcpgpu_schema():
-    return {"cluster": {"properties": {"ttl_hours": {
+SCHEMA = {"cluster": {"properties": {
+    "ttl_hours": {
         "type": "integer", "minimum": 1,
         "description": "Time to live: `gcpgpu sweep` deletes the cluster this many hours after "
                        "its first `up` (`gcpgpu ls` shows when). Unset: no expiry.",
-    }}}}
+    },
+    "autostop": {
+        "type": "object", "additionalProperties": False, "required": ["idle_minutes"],
+        "description": "An idle watchdog on the head node: stops (or deletes) the cluster's VMs "
+                       "when no GPU process and no SSH session has run for idle_minutes.",
+        "properties": {
+            "idle_minutes": {"type": "integer", "minimum": 1, "description": "Idle time before acting."},
+            "action": {"enum": ["stop", "down"], "default": "stop",
+                       "description": "stop: VMs stopped, disks kept (they still bill); down: VMs deleted."},
+            "group": {"type": "string", "description": "Node group whose first node runs the "
+                                                       "watchdog (default: the first group)."},
+        },
+    },
+}}}
+
+
+@hookimpl
+def gcpgpu_schema():
+    return SCHEMA
+
+
+@hookimpl
+def gcpgpu_validate(spec):
+    from gcpgpu.errors import Problem
+
+    group = (spec.get("autostop") or {}).get("group")
+    groups = spec.get("node_groups") or {}
+    if isinstance(group, str) and isinstance(groups, dict) and group not in groups:
+        return [Problem("autostop.group", f"no node group {group!r}",
+                        f"use one of: {', '.join(groups)}")]
+    return []
+
+
+@hookimpl
+def gcpgpu_plays(spec):
+    autostop = spec.get("autostop")
+    if not autostop:
+        return []
+    from gcpgpu.inventory import group_name
+
+    group = group_name(autostop.get("group") or next(iter(spec["node_groups"])))
+    return [{"name": "idle watchdog", "hosts": f"{group}[0]", "order": 95, "gather_facts": False,
+             "roles": [{"role": "autostop", "tags": ["autostop"], "vars": {
+                 "autostop_idle_seconds": autostop["idle_minutes"] * 60,
+                 "autostop_action": autostop.get("action", "stop"),
+                 "autostop_project": spec["project"], "autostop_cluster": spec["name"]}}]}]
 
 
 @hookimpl
