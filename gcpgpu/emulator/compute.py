@@ -52,6 +52,8 @@ from .resources import (
     fingerprint,
     image_json,
     machine_type_json,
+    new_id,
+    parse_reference,
     region_json,
     rfc3339,
     zone_json,
@@ -130,6 +132,8 @@ class ComputeState:
         self.quota_limits: dict[tuple[str, str], float] = {}
         self.faults: list[InjectedFault] = []
         self.binder = None
+        self.user_images: list[catalog.ImageSpec] = []  # made with images.insert, newest last
+        self.image_labels: dict[tuple[str, str], dict] = {}
         self.internal_ips = AddressPool("10.128.0.0/16", first_host=2)
         self.external_ips = AddressPool("203.0.113.0/24", first_host=1)
 
@@ -214,6 +218,7 @@ class ComputeState:
             if fault and (fault.http_status or not route.mutating):
                 raise fault.api_error()
             request.fault = fault
+            request.user_images = self.user_images
             try:
                 return 200, getattr(self, route.handler)(request)
             except Exception:
@@ -316,13 +321,71 @@ class ComputeState:
             request, "compute#acceleratorTypeAggregatedList", "acceleratorTypes", per_zone
         )
 
+    def _user_image(self, project: str, name: str | None = None, family: str | None = None):
+        return next((i for i in reversed(self.user_images) if i.project == project
+                     and (i.name == name or (family and i.family == family))), None)
+
+    def _user_image_json(self, request: ApiRequest, image) -> dict:
+        body = image_json(request.links, image)
+        labels = self.image_labels.get((image.project, image.name), {})
+        return {**body, "labels": labels, "labelFingerprint": fingerprint(labels)}
+
+    def images_insert(self, request: ApiRequest) -> dict:
+        """An image of a stopped VM's boot disk (forceCreate=true allows a running one)."""
+        body = request.body
+        name = body.get("name") or ""
+        check_name(name, "resource.name")
+        if self._user_image(request.project, name) or catalog.find_image(request.project, name):
+            raise ApiError(409, "alreadyExists", f"The resource 'projects/{request.project}/global/images/"
+                                                 f"{name}' already exists")
+        disk = parse_reference(body.get("sourceDisk") or "")
+        record = next((r for r in self.instances.values() if r.project == request.project
+                       and r.zone == disk.get("zones") and r.resource["disks"][0]["source"].endswith(
+                           f"/disks/{disk.get('disks', disk.get('name'))}")), None)
+        if record is None:
+            raise invalid(f"Invalid value for field 'resource.sourceDisk': '{body.get('sourceDisk')}'. "
+                          "The referenced disk resource cannot be found.")
+        force = str(request.query.get("forceCreate", body.get("forceCreate", ""))).lower() == "true"
+        if record.status != "TERMINATED" and not force:
+            raise ApiError(400, "resourceInUseByAnotherResource",
+                           f"The disk resource '{record.resource['disks'][0]['source']}' is already being "
+                           f"used by '{record.resource['selfLink']}'")
+        image = catalog.ImageSpec(request.project, name, body.get("family", ""), body.get("description", ""),
+                                  int(record.resource["disks"][0]["diskSizeGb"]))
+        op = self._register_operation(request.project, GLOBAL, "insert", request.base_url,
+                                      target_link=request.links.image(request.project, name), target_id=new_id())
+
+        def done():
+            self.user_images.append(image)
+            self.image_labels[(image.project, name)] = validate_labels(body.get("labels") or {}, "resource")
+            if self.binder is not None and hasattr(self.binder, "snapshot"):
+                self.binder.snapshot(record.name, f"{image.project}/{name}")
+
+        op.on_done.append(done)
+        return op.to_json()
+
+    def images_delete(self, request: ApiRequest) -> dict:
+        image = self._user_image(request.project, request.params["image"])
+        if image is None:
+            raise not_found(f"projects/{request.project}/global/images/{request.params['image']}")
+        op = self._register_operation(request.project, GLOBAL, "delete", request.base_url,
+                                      target_link=request.links.image(image.project, image.name), target_id=None)
+        op.on_done.append(lambda: self.user_images.remove(image))
+        return op.to_json()
+
     def images_get(self, request: ApiRequest) -> dict:
+        mine = self._user_image(request.project, request.params["image"])
+        if mine:
+            return self._user_image_json(request, mine)
         image = catalog.find_image(request.project, request.params["image"])
         if image is None:
             raise not_found(f"projects/{request.project}/global/images/{request.params['image']}")
         return image_json(request.links, image)
 
     def images_get_from_family(self, request: ApiRequest) -> dict:
+        mine = self._user_image(request.project, family=request.params["family"])
+        if mine:
+            return self._user_image_json(request, mine)
         image = catalog.find_image_family(request.project, request.params["family"])
         if image is None:
             raise not_found(f"projects/{request.project}/global/images/family/{request.params['family']}")
@@ -577,7 +640,9 @@ class ComputeState:
         nics = record.resource["networkInterfaces"]
         for index, nic in enumerate(nics):
             if index == 0 and self.binder is not None:
-                nic["networkIP"] = str(self.binder.acquire(record.name, _copy(record.resource)))
+                # The boot image tells a test node which root to start from.
+                nic["networkIP"] = str(self.binder.acquire(
+                    record.name, {**_copy(record.resource), "_sourceImage": record.source_image}))
             else:
                 nic["networkIP"] = self.internal_ips.allocate()
                 record.allocated_ips.append(nic["networkIP"])

@@ -67,6 +67,8 @@ def build_instance(request: ApiRequest, zone: str, name: str, props: dict, prefi
         "fingerprint": fingerprint([name, zone]),
         "satisfiesPzi": False,
     }
+    boot = next(iter(props.get("disks") or []), {})
+    image = _resolve_image((boot.get("initializeParams") or {}).get("sourceImage") or "", request.user_images)
     if gpu_count:
         resource["guestAccelerators"] = [
             {"acceleratorType": links.accelerator_type(zone, gpu_type), "acceleratorCount": gpu_count}
@@ -78,7 +80,7 @@ def build_instance(request: ApiRequest, zone: str, name: str, props: dict, prefi
     return InstanceRecord(
         request.project, zone, resource, gpu_type, gpu_count,
         preemptible=scheduling["preemptible"] or scheduling["provisioningModel"] == "SPOT",
-        wants_nat_ips=nat_count,
+        wants_nat_ips=nat_count, source_image=f"{image.project}/{image.name}" if image else "",
     )
 
 
@@ -173,7 +175,7 @@ def _disks(request: ApiRequest, zone: str, instance_name: str, disks: list[dict]
     for index, disk in enumerate(disks):
         params = disk.get("initializeParams") or {}
         field_name = f"{prefix}.disks[{index}].initializeParams"
-        size = _disk_size(params, field_name)
+        size = _disk_size(params, field_name, request.user_images)
         disk_name = params.get("diskName") or (instance_name if index == 0 else f"{instance_name}-{index}")
         entry = {
             "kind": "compute#attachedDisk",
@@ -192,11 +194,11 @@ def _disks(request: ApiRequest, zone: str, instance_name: str, disks: list[dict]
     return attached
 
 
-def _disk_size(params: dict, field_name: str) -> int:
+def _disk_size(params: dict, field_name: str, user_images: list) -> int:
     image_size = 10
     source_image = params.get("sourceImage")
     if source_image:
-        image = _resolve_image(source_image)
+        image = _resolve_image(source_image, user_images)
         if image is None:
             raise invalid(f"Invalid value for field '{field_name}.sourceImage': '{source_image}'. "
                           "The referenced image resource cannot be found.")
@@ -208,9 +210,16 @@ def _disk_size(params: dict, field_name: str) -> int:
     return size
 
 
-def _resolve_image(reference: str) -> catalog.ImageSpec | None:
+def _resolve_image(reference: str, user_images: list) -> catalog.ImageSpec | None:
+    """A public image of the catalogue or one made with images.insert (a family: its newest)."""
+    if not reference:
+        return None
     parts = parse_reference(reference)
     project = parts.get("projects", "")
+    for image in reversed(user_images):
+        if image.project == project and (image.family == parts.get("family") or
+                                         image.name == parts.get("images", parts.get("name"))):
+            return image
     if "family" in parts:
         return catalog.find_image_family(project, parts["family"])
     return catalog.find_image(project, parts.get("images", parts["name"]))

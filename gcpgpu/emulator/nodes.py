@@ -377,6 +377,18 @@ class NodePool:
             with self._lock:
                 self._used_hosts.discard(host)
 
+    def snapshot(self, instance_name: str, image: str) -> None:
+        """Keep a copy of a node's files (its "boot disk") as ``image``: nodes of VMs that boot
+        from that image start from it (the emulator calls this when images.insert is done)."""
+        dest = self._image_dir(image)
+        if dest.exists():
+            _rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _run(["cp", "-a", str(self.node(instance_name).upper), str(dest)])
+
+    def _image_dir(self, image: str) -> Path:
+        return self.workdir / "images" / image.replace("/", "__")
+
     def node(self, instance_name: str) -> Node:
         with self._lock:
             try:
@@ -512,10 +524,18 @@ class NodePool:
                 time.sleep(0.01)
 
     def _prepare_root(self, name: str, ip: str, upper: Path, instance: Mapping[str, Any]) -> tuple[str, list[str]]:
-        """Write the node's own files into its upper dir (before it is mounted)."""
-        upper.mkdir(mode=0o755)
+        """Write the node's own files into its upper dir (before it is mounted). A node whose VM
+        boots from an image made of another node (``snapshot``) starts from that node's files."""
+        seed = self._image_dir(instance.get("_sourceImage") or "")
+        seeded = bool(instance.get("_sourceImage")) and seed.exists()
+        if seeded:
+            _run(["cp", "-a", str(seed), str(upper)])
+        else:
+            upper.mkdir(mode=0o755)
         os.chmod(upper, 0o755)
         ssh_dir = _mkdirs_like(upper, "etc/ssh", default_mode=0o755)
+        for old_key in ssh_dir.glob("ssh_host_*"):  # a new machine gets new host keys
+            old_key.unlink()
         key = ssh_dir / "ssh_host_ed25519_key"
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f", str(key)])
         host_pub = (ssh_dir / "ssh_host_ed25519_key.pub").read_text().strip()
@@ -524,11 +544,12 @@ class NodePool:
         (etc / "hostname").write_text(name + "\n")
         project, zone = _project_zone(instance)
         fqdn = f"{name}.{zone}.c.{project}.internal " if project and zone else ""
-        (etc / "hosts").write_text(
-            "127.0.0.1\tlocalhost\n"
-            "::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"{ip}\t{fqdn}{name}  # Added by gcpgpu test nodes\n"
-        )
+        header = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                  f"{ip}\t{fqdn}{name}  # Added by gcpgpu test nodes"]
+        # Like the guest agent: only this machine's own line is ours; an image keeps the rest.
+        kept = [line for line in ((etc / "hosts").read_text().splitlines() if seeded else [])
+                if line not in header[:2] and "# Added by gcpgpu test nodes" not in line]
+        (etc / "hosts").write_text("\n".join(header + kept) + "\n")
         # No DNS in a node: an empty resolv.conf makes look-ups fail at once, locally.
         (etc / "resolv.conf").write_text("# gcpgpu test node: no DNS\n")
         (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")

@@ -26,6 +26,7 @@ class ApiRequest:
     body: dict
     base_url: str
     fault: InjectedFault | None = None  # an in-operation fault this call must report
+    user_images: list = field(default_factory=list)  # images made with images.insert (newest last)
 
     @property
     def links(self) -> Links:
@@ -47,6 +48,7 @@ class InstanceRecord:
     wants_nat_ips: int = 0
     allocated_ips: list[str] = field(default_factory=list)
     allocated_nat_ips: list[str] = field(default_factory=list)
+    source_image: str = ""  # the boot disk's image ("project/name"): test nodes start from it
 
     @property
     def name(self) -> str:

@@ -66,13 +66,29 @@ def wait_zone_operation(clients, project: str, zone: str, name: str):
     from google.cloud import compute_v1
 
     operations = clients.get(compute_v1.ZoneOperationsClient)
+    return _wait(lambda: operations.wait(project=project, zone=zone, operation=name, retry=retry_policy()),
+                 f"operation {name} in {zone}")
+
+
+def wait_global_operation(clients, project: str, name: str):
+    """wait_zone_operation for global resources (images, networks, firewalls)."""
+    from google.cloud import compute_v1
+
+    operations = clients.get(compute_v1.GlobalOperationsClient)
+    return _wait(lambda: operations.wait(project=project, operation=name, retry=retry_policy()),
+                 f"global operation {name}")
+
+
+def _wait(wait_once, what: str):
+    from google.cloud import compute_v1
+
     deadline = time.monotonic() + OPERATION_DEADLINE_S
     while True:
-        operation = operations.wait(project=project, zone=zone, operation=name, retry=retry_policy())
+        operation = wait_once()
         if operation.status == compute_v1.Operation.Status.DONE:
             break
         if time.monotonic() > deadline:
-            raise GcpgpuError(f"operation {name} in {zone} not done after {OPERATION_DEADLINE_S}s")
+            raise GcpgpuError(f"{what} not done after {OPERATION_DEADLINE_S}s")
     if operation.error and operation.error.errors:
         raise OperationFailed(operation)
     return operation
