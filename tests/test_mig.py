@@ -209,7 +209,7 @@ def test_template_of_someone_else_is_refused_not_adopted(emu, tmp_path):
 
 def test_kill_9_during_up_then_rerun_converges_without_duplicates(tmp_path):
     spec = write_spec(tmp_path, "count: 2")
-    with Emulator(latency=2.0) as emu:
+    with Emulator(latency=1.0) as emu:
         env = {**os.environ, "GCPGPU_ENDPOINT": emu.url}
         argv = [sys.executable, "-c", "from gcpgpu.cli import main; main()", "up", str(spec), "--no-configure"]
         process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
