@@ -268,3 +268,47 @@ def test_template_names_must_fit(tmp_path):
     with pytest.raises(SpecError) as info:
         load_spec(path, Plugins())
     assert "instance template names like" in str(info.value)
+
+
+# -- end to end on real test nodes ------------------------------------------------------------------
+
+@pytest.fixture
+def rig(tmp_path, monkeypatch):
+    from gcpgpu.emulator.nodes import NodePool, nodes_supported
+
+    ok, reason = nodes_supported()
+    if not ok:
+        pytest.skip(f"test nodes unavailable: {reason}")
+    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
+    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-mig", subnet="10.202.7")
+    with Emulator(latency=0.05) as emulator:
+        emulator.bind_nodes(pool)
+        try:
+            yield emulator, pool
+        finally:
+            pool.close()
+
+
+def test_up_configures_the_groups_nodes_and_a_resize_configures_the_new_one(rig, tmp_path):
+    emu, pool = rig
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "train.py").write_text("print('train')\n")
+    spec = write_spec(tmp_path, "count: 2\nmachine_type: g2-standard-8",
+                      top="files: {src: code, dest: /opt/code}\nssh: {timeout_s: 60}\n")
+    result = CliRunner().invoke(cli, ["--endpoint", emu.url, "up", str(spec)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    names = sorted(i["name"] for i in instances(emu))
+    assert len(names) == 2 and all(n.startswith("demo-workers-") for n in names)
+    for name in names:
+        node = pool.node(name)
+        assert node.path("/opt/code/train.py").read_text() == "print('train')\n"
+        assert all(other in node.path("/etc/hosts").read_text() for other in names)
+
+    spec.write_text(spec.read_text().replace("count: 2", "count: 3"))
+    gcpgpu_up = CliRunner().invoke(cli, ["--endpoint", emu.url, "up", str(spec)], catch_exceptions=False)
+    assert gcpgpu_up.exit_code == 0, gcpgpu_up.output
+    [new] = sorted(set(i["name"] for i in instances(emu)) - set(names))
+    assert pool.node(new).path("/opt/code/train.py").exists()
+
+    gcpgpu(emu, "down", str(spec))
+    assert instances(emu) == [] and pool.nodes() == []

@@ -427,7 +427,8 @@ class InstanceGroupsMixin:
                 group.vms.append(ManagedVm(self._new_vm_name(group), self._next_zone(group), template))
         elif len(alive) > target:
             # Slots still waiting for capacity go first, then the newest instances.
-            order = sorted(alive, key=lambda vm: (vm.record is not None, vm.record and vm.record.resource["id"]))
+            order = [vm for vm in reversed(alive) if vm.record is None] + \
+                    [vm for vm in reversed(alive) if vm.record is not None]
             for vm in order[: len(alive) - target]:
                 self._delete_vm(group, vm)
 

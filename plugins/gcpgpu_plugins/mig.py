@@ -257,7 +257,7 @@ class MigProvider:
             ref.wait(operation)
         except exceptions.Conflict:  # an interrupted run made it; ours if it uses our template
             template = short_name(ref.get().instance_template)
-            if not template.startswith(f"{resource.name}-"):
+            if template not in {t.name for t in self._live_templates(ctx)}:
                 raise GcpgpuError(f"instance group {resource.name} in {resource.location} exists but does "
                                   f"not use a template of {ctx.cluster}; delete it or rename the cluster") from None
         try:
