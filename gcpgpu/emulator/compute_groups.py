@@ -22,6 +22,7 @@ Modelling choices worth knowing:
 
 from __future__ import annotations
 
+import copy
 import random
 import string
 import time
@@ -30,6 +31,7 @@ from functools import cached_property
 
 from . import catalog
 from .errors import ApiError, OperationError, already_exists, fingerprint_mismatch, invalid, not_found
+from .filters import compile_filter
 from .instance_body import build_instance, check_name, validate_labels
 from .records import GLOBAL, ApiRequest, InstanceRecord, int_field
 from .resources import fingerprint, new_id, parse_reference, rfc3339
@@ -77,7 +79,8 @@ class GroupRecord:
 
 class InstanceGroupsMixin:
     """Handlers for instanceTemplates, regionInstanceTemplates, instanceGroupManagers and
-    regionInstanceGroupManagers, for ``ComputeState``."""
+    regionInstanceGroupManagers, for ``ComputeState``: they use its lock-held helpers for
+    listing, operations, admission (quota, capacity, faults) and storing/removing instances."""
 
     @cached_property
     def templates(self) -> dict[tuple[str, str, str], dict]:
@@ -203,7 +206,7 @@ class InstanceGroupsMixin:
             resource["region"] = request.links.region(scope.split("/")[1])
             resource["distributionPolicy"] = {"zones": [{"zone": request.links.zone(z)} for z in zones],
                                               "targetShape": "EVEN"}
-        op = self._group_operation(request, "insert", link, resource["id"])
+        op = self._group_operation(request, "compute.instanceGroupManagers.insert", link, resource["id"])
         if op.error is None:
             self.groups[key] = GroupRecord(request.project, scope, resource, request.base_url, zones)
         return op.to_json()
@@ -240,14 +243,12 @@ class InstanceGroupsMixin:
         return self._list_response(request, kind, f"{scope}/instanceGroupManagers", items)
 
     def instance_group_managers_aggregated_list(self, request: ApiRequest) -> dict:
-        from .compute import _no_results_warning  # shared with the other aggregated lists
+        from .compute import _no_results_warning  # compute imports this module: import late
 
         scopes = [f"zones/{z}" for z in catalog.ZONE_ACCELERATORS] + \
                  [f"regions/{r}" for r in catalog.REGION_DESCRIPTIONS]
         flat = [(g.scope, self._group_json(g)) for (project, _, _), g in sorted(self.groups.items())
                 if project == request.project]
-        from .filters import compile_filter
-
         matches = compile_filter(request.query.get("filter"))
         page, next_token = self._page(request, [(s, item) for s, item in flat if matches(item)])
         items = {}
@@ -264,7 +265,8 @@ class InstanceGroupsMixin:
 
     def instance_group_managers_delete(self, request: ApiRequest) -> dict:
         group = self._existing_group(request)
-        op = self._group_operation(request, "delete", group.resource["selfLink"], group.resource["id"])
+        op = self._group_operation(request, "compute.instanceGroupManagers.delete", group.resource["selfLink"],
+                                   group.resource["id"])
         if op.error is None and not group.deleting:
             group.deleting = True
             for vm in group.vms:
@@ -534,8 +536,6 @@ class InstanceGroupsMixin:
 # ---------------------------------------------------------------------- helpers
 
 def _copy(value):
-    import copy
-
     return copy.deepcopy(value)
 
 
