@@ -14,8 +14,8 @@ Modelling choices worth knowing:
 * A creation refused for capacity or quota is retried every ``latency`` seconds forever, as GCE
   does: the group stays unstable (``currentActions.creating`` > 0) and every attempt adds a
   ``listErrors`` entry (e.g. ZONE_RESOURCE_POOL_EXHAUSTED with the zone in the message).
-* Instances get the metadata items ``created-by`` (the group's partial URL) and
-  ``instance-template``, as GCE sets them; their labels come from the template.
+* Instances get the metadata items ``created-by`` (the group's partial URL, with a project
+  number as GCE writes it) and ``instance-template``; their labels come from the template.
 * A regional group spreads instances evenly over ``distributionPolicy.zones`` (targetShape EVEN).
 * Deleting a template a group still uses fails with 400 resourceInUseByAnotherResource.
 """
@@ -23,6 +23,7 @@ Modelling choices worth knowing:
 from __future__ import annotations
 
 import copy
+import hashlib
 import random
 import string
 import time
@@ -500,7 +501,8 @@ class InstanceGroupsMixin:
         metadata = properties.setdefault("metadata", {})
         metadata["items"] = [item for item in metadata.get("items") or []
                              if item.get("key") not in ("created-by", "instance-template")] + [
-            {"key": "created-by", "value": group.partial_url},
+            {"key": "created-by", "value": f"projects/{project_number(group.project)}/{group.scope}"
+                                           f"/instanceGroupManagers/{group.name}"},
             {"key": "instance-template", "value": template["selfLink"].split("/compute/v1/")[1]},
         ]
         return properties
@@ -534,6 +536,11 @@ class InstanceGroupsMixin:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def project_number(project: str) -> str:
+    """A stable stand-in for the project number GCE puts in ``created-by`` (not the project id)."""
+    return str(int(hashlib.sha256(project.encode()).hexdigest()[:10], 16) % 10**12)
+
 
 def _copy(value):
     return copy.deepcopy(value)

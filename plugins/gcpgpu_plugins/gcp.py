@@ -83,7 +83,7 @@ def label_filter(cluster: str) -> str:
 
 def created_by(instance: dict) -> str:
     """The managed instance group that made an instance (GCE's ``created-by`` metadata item:
-    ``projects/P/zones/Z/instanceGroupManagers/NAME``), or "" for a standalone VM."""
+    ``projects/{project number}/zones/Z/instanceGroupManagers/NAME``), or "" for a standalone VM."""
     items = (instance.get("metadata") or {}).get("items") or []
     return next((item.get("value", "") for item in items if item.get("key") == "created-by"), "")
 

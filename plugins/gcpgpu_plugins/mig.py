@@ -146,9 +146,10 @@ class MigProvider:
     def observe(self, ctx: Context) -> list[Resource]:
         templates = self._live_templates(ctx)
         groups = self._live_groups(ctx, {t.name: t for t in templates})
-        by_url = {g.body["selfLinkPath"]: g for g in groups}
+        by_path = {g.body["scopedPath"]: g for g in groups}
         for instance in self._live_instances(ctx):
-            owner = by_url.get(created_by(instance))
+            # created-by is projects/{project NUMBER}/zones/...: match on what follows the project
+            owner = by_path.get(created_by(instance).split("/", 2)[-1])
             if owner is not None:
                 owner.body["instances"].append(instance)
         return templates + groups
@@ -172,7 +173,7 @@ class MigProvider:
 
         client = ctx.clients.get(compute_v1.InstanceGroupManagersClient)
         request = compute_v1.AggregatedListInstanceGroupManagersRequest(
-            project=ctx.project, filter=f'name eq "{ctx.cluster}-.*"')
+            project=ctx.project, filter=f"name eq {ctx.cluster}-.*")
         found = []
         for scope, scoped in client.aggregated_list(request=request, retry=retry_policy()):
             for manager in scoped.instance_group_managers:
@@ -185,7 +186,7 @@ class MigProvider:
                          else [location])
                 size = manager.target_size if manager.status.is_stable else "unstable"
                 body = compute_v1.InstanceGroupManager.to_dict(manager, preserving_proto_field_name=False)
-                body["selfLinkPath"] = f"projects/{ctx.project}/{scope}/instanceGroupManagers/{manager.name}"
+                body["scopedPath"] = f"{scope}/instanceGroupManagers/{manager.name}"
                 body["instances"] = []
                 found.append(Resource(
                     provider=self.name, kind=GROUP, stage=50, name=manager.name, group=template.group,
