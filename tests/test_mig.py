@@ -312,3 +312,11 @@ def test_up_configures_the_groups_nodes_and_a_resize_configures_the_new_one(rig,
 
     gcpgpu(emu, "down", str(spec))
     assert instances(emu) == [] and pool.nodes() == []
+
+
+def test_the_example_is_valid():
+    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "mig-workers.yaml", Plugins())
+    from gcpgpu_plugins.mig import distribution_zones
+
+    workers = spec["node_groups"]["workers"]
+    assert distribution_zones(spec, workers) == ["us-central1-a", "us-central1-b", "us-central1-c"]
