@@ -57,7 +57,7 @@ class MemoryProvider:
 
 @pytest.fixture
 def provider(monkeypatch):
-    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", "compute")  # `down` sweeps every provider
+    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", "compute,mig")  # `down` sweeps every provider
     return MemoryProvider()
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import catalog
+from .compute_groups import InstanceGroupsMixin
 from .errors import (
     ApiError,
     OperationError,
@@ -118,7 +119,7 @@ def _copy(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-class ComputeState:
+class ComputeState(InstanceGroupsMixin):
     def __init__(self, latency: float = 3.0, project: str | None = None, max_wait: float = 120.0):
         self.lock = threading.RLock()
         self.latency = latency
@@ -201,6 +202,7 @@ class ComputeState:
                 if not op.fired_done:
                     still_active.append(op)
             self.active_operations = still_active
+            self.advance_groups()
 
     # ====================================================================== dispatch
 

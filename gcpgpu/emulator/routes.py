@@ -68,6 +68,7 @@ def _routes() -> list[Route]:
         Route("compute.instances.setMetadata", "POST", f"{instance}/setMetadata", "instances_set_metadata",
               mutating=True),
     ]
+    routes += _group_routes(p)
     scopes = {
         "zoneOperations": f"{z}/operations",
         "regionOperations": f"{p}/regions/{{region}}/operations",
@@ -81,6 +82,43 @@ def _routes() -> list[Route]:
             Route(f"compute.{collection}.delete", "DELETE", f"{base}/{{operation}}", "operations_delete",
                   mutating=True),
         ]
+    return routes
+
+
+def _group_routes(p: str) -> list[Route]:
+    """Instance templates (global, regional) and managed instance groups (zonal, regional):
+    served by gcpgpu.emulator.compute_groups."""
+    routes = []
+    for collection, base in (("instanceTemplates", f"{p}/global"),
+                             ("regionInstanceTemplates", f"{p}/regions/{{region}}")):
+        one = f"{base}/instanceTemplates/{{instanceTemplate}}"
+        routes += [
+            Route(f"compute.{collection}.insert", "POST", f"{base}/instanceTemplates", "instance_templates_insert",
+                  mutating=True),
+            Route(f"compute.{collection}.get", "GET", one, "instance_templates_get"),
+            Route(f"compute.{collection}.list", "GET", f"{base}/instanceTemplates", "instance_templates_list"),
+            Route(f"compute.{collection}.delete", "DELETE", one, "instance_templates_delete", mutating=True),
+        ]
+    h = "instance_group_managers_"
+    for collection, base in (("instanceGroupManagers", f"{p}/zones/{{zone}}"),
+                             ("regionInstanceGroupManagers", f"{p}/regions/{{region}}")):
+        many = f"{base}/instanceGroupManagers"
+        one = f"{many}/{{instanceGroupManager}}"
+        routes += [
+            Route(f"compute.{collection}.insert", "POST", many, h + "insert", mutating=True),
+            Route(f"compute.{collection}.list", "GET", many, h + "list"),
+            Route(f"compute.{collection}.get", "GET", one, h + "get"),
+            Route(f"compute.{collection}.delete", "DELETE", one, h + "delete", mutating=True),
+            Route(f"compute.{collection}.patch", "PATCH", one, h + "patch", mutating=True),
+            Route(f"compute.{collection}.resize", "POST", f"{one}/resize", h + "resize", mutating=True),
+            Route(f"compute.{collection}.setInstanceTemplate", "POST", f"{one}/setInstanceTemplate",
+                  h + "set_instance_template", mutating=True),
+            Route(f"compute.{collection}.listManagedInstances", "POST", f"{one}/listManagedInstances",
+                  h + "list_managed_instances"),
+            Route(f"compute.{collection}.listErrors", "GET", f"{one}/listErrors", h + "list_errors"),
+        ]
+    routes.append(Route("compute.instanceGroupManagers.aggregatedList", "GET",
+                        f"{p}/aggregated/instanceGroupManagers", h + "aggregated_list"))
     return routes
 
 

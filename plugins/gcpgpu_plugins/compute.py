@@ -15,8 +15,8 @@ from gcpgpu.plugins import hookimpl
 from gcpgpu.provider import Context, Host, Resource
 from gcpgpu_plugins import compute_spec
 from gcpgpu_plugins.gcp import (
-    CLUSTER_LABEL, DIGEST_LABEL, GROUP_LABEL, TTL_LABEL, OperationFailed, digest, label_filter, region_of,
-    retry_policy, short_name, wait_zone_operation,
+    CLUSTER_LABEL, DIGEST_LABEL, GROUP_LABEL, TTL_LABEL, OperationFailed, created_by, digest, label_filter,
+    region_of, retry_policy, short_name, wait_zone_operation,
 )
 
 KIND = "instance"
@@ -54,11 +54,13 @@ class ComputeProvider:
         for _, scoped in client.aggregated_list(request=request, retry=retry_policy()):
             for instance in scoped.instances:
                 labels = dict(instance.labels)
+                body = compute_v1.Instance.to_dict(instance, preserving_proto_field_name=False)
+                if created_by(body):
+                    continue  # a managed instance group's VM: the mig provider owns it
                 found.append(Resource(
                     provider=self.name, kind=KIND, name=instance.name,
                     group=labels.get(GROUP_LABEL, ""), location=short_name(instance.zone),
-                    digest=labels.get(DIGEST_LABEL, ""), status=instance.status,
-                    body=compute_v1.Instance.to_dict(instance, preserving_proto_field_name=False)))
+                    digest=labels.get(DIGEST_LABEL, ""), status=instance.status, body=body))
         return found
 
     def create(self, ctx: Context, resources: list[Resource]) -> None:
@@ -242,6 +244,12 @@ class ComputeProvider:
 def _preemptible(instance: dict) -> bool:
     scheduling = instance.get("scheduling") or {}
     return scheduling.get("provisioningModel") == "SPOT" or bool(scheduling.get("preemptible"))
+
+
+def instance_properties(ctx: Context, resource: Resource):
+    """The InstanceProperties of a node group's VMs (``resource.body`` is ``group_settings``);
+    the mig provider puts the same properties in its instance templates."""
+    return ComputeProvider()._properties(ctx, resource)
 
 
 @hookimpl

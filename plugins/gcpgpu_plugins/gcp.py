@@ -98,6 +98,13 @@ def label_filter(cluster: str) -> str:
     return f'labels.{CLUSTER_LABEL} = "{cluster}"'
 
 
+def created_by(instance: dict) -> str:
+    """The managed instance group that made an instance (GCE's ``created-by`` metadata item:
+    ``projects/{project number}/zones/Z/instanceGroupManagers/NAME``), or "" for a standalone VM."""
+    items = (instance.get("metadata") or {}).get("items") or []
+    return next((item.get("value", "") for item in items if item.get("key") == "created-by"), "")
+
+
 def digest(settings: dict) -> str:
     """A label-safe summary of the settings that force a replacement when they change."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

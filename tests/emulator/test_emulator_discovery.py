@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from emulator_helpers import PROJECT, ZONE, bulk_insert, gpu_instance
+from emulator_helpers import PROJECT, ZONE, bulk_insert, gpu_instance, gpu_properties
 from google.cloud import compute_v1
 from test_emulator_admin import http
 
@@ -165,3 +165,120 @@ def test_mutation_responses_match_the_operation_schema(emu, gce, populated):
         assert schema_problems(op, _response_schema(method_id)) == [], method_id
     status, deleted = http("DELETE", f"{zone}/operations/{populated['ok']}")
     assert status == 200 and deleted == {}
+
+
+# -- instance templates and managed instance groups ----------------------------------------------
+
+@pytest.fixture
+def populated_groups(emu):
+    """A global and a regional template; a stable zonal group and a regional one out of capacity."""
+    from test_emulator_mig import REGION, Groups, until
+
+    groups = Groups(emu.url)
+    template = groups.template()
+    body = compute_v1.InstanceTemplate(name="rt", properties=gpu_properties())
+    groups.wait(groups.region_templates.insert(project=PROJECT, region=REGION, instance_template_resource=body))
+    groups.zonal_group(1, template)
+    emu.set_capacity("us-central1-b", "nvidia-tesla-a100", 0)
+    regional = compute_v1.InstanceGroupManager(
+        name="reg", target_size=2, instance_template=template,
+        distribution_policy=compute_v1.DistributionPolicy(zones=[
+            compute_v1.DistributionPolicyZoneConfiguration(zone=f"zones/{z}") for z in ("us-central1-a", "us-central1-b")]))
+    groups.wait(groups.regional.insert(project=PROJECT, region=REGION, instance_group_manager_resource=regional))
+    until(lambda: groups.get().status.is_stable and list(
+        groups.regional.list_errors(project=PROJECT, region=REGION, instance_group_manager="reg")))
+    return groups
+
+
+def test_group_responses_match_discovery_schemas(emu, populated_groups):
+    base = f"{emu.url}/compute/v1/projects/{PROJECT}"
+    zonal = f"{base}/zones/{ZONE}/instanceGroupManagers"
+    regional = f"{base}/regions/us-central1/instanceGroupManagers"
+    gets = {
+        "compute.instanceTemplates.get": f"{base}/global/instanceTemplates/tpl",
+        "compute.instanceTemplates.list": f"{base}/global/instanceTemplates",
+        "compute.regionInstanceTemplates.get": f"{base}/regions/us-central1/instanceTemplates/rt",
+        "compute.regionInstanceTemplates.list": f"{base}/regions/us-central1/instanceTemplates",
+        "compute.instanceGroupManagers.get": f"{zonal}/grp",
+        "compute.instanceGroupManagers.list": zonal,
+        "compute.instanceGroupManagers.aggregatedList": f"{base}/aggregated/instanceGroupManagers",
+        "compute.instanceGroupManagers.listErrors": f"{zonal}/grp/listErrors",
+        "compute.regionInstanceGroupManagers.get": f"{regional}/reg",
+        "compute.regionInstanceGroupManagers.list": regional,
+        "compute.regionInstanceGroupManagers.listErrors": f"{regional}/reg/listErrors",
+    }
+    problems = []
+    for method_id, url in gets.items():
+        status, body = http("GET", url)
+        assert status == 200, (method_id, body)
+        problems += [f"{method_id}: {p}" for p in schema_problems(body, _response_schema(method_id))]
+    for method_id, url in (("compute.instanceGroupManagers.listManagedInstances", f"{zonal}/grp"),
+                           ("compute.regionInstanceGroupManagers.listManagedInstances", f"{regional}/reg")):
+        status, body = http("POST", f"{url}/listManagedInstances")
+        assert status == 200 and body["managedInstances"], (method_id, body)
+        problems += [f"{method_id}: {p}" for p in schema_problems(body, _response_schema(method_id))]
+    assert problems == []
+    errors = http("GET", f"{regional}/reg/listErrors")[1]["items"]
+    assert {e["error"]["code"] for e in errors} == {"ZONE_RESOURCE_POOL_EXHAUSTED"}
+    assert all("/zones/us-central1-b/instances/reg-" in e["instanceActionDetails"]["instance"] for e in errors)
+    unstable = http("GET", f"{regional}/reg")[1]
+    for key in ("kind", "id", "name", "region", "instanceTemplate", "versions", "targetSize", "currentActions",
+                "status", "distributionPolicy", "updatePolicy", "baseInstanceName", "selfLink", "fingerprint"):
+        assert key in unstable, key
+    assert unstable["status"]["isStable"] is False and unstable["currentActions"]["creating"] == 1
+
+
+def test_group_mutation_responses_match_the_operation_schema(emu, populated_groups):
+    base = f"{emu.url}/compute/v1/projects/{PROJECT}"
+    zonal = f"{base}/zones/{ZONE}/instanceGroupManagers"
+    regional = f"{base}/regions/us-central1/instanceGroupManagers"
+    template = f"projects/{PROJECT}/global/instanceTemplates/tpl"
+    calls = [
+        ("compute.instanceTemplates.insert", "POST", f"{base}/global/instanceTemplates",
+         {"name": "t2", "properties": json.loads(compute_v1.InstanceProperties.to_json(gpu_properties()))}),
+        ("compute.instanceGroupManagers.resize", "POST", f"{zonal}/grp/resize?size=2", None),
+        ("compute.instanceGroupManagers.setInstanceTemplate", "POST", f"{zonal}/grp/setInstanceTemplate",
+         {"instanceTemplate": template}),
+        ("compute.instanceGroupManagers.patch", "PATCH", f"{zonal}/grp",
+         {"updatePolicy": {"type": "PROACTIVE", "maxSurge": {"fixed": 0}, "maxUnavailable": {"fixed": 2}}}),
+        ("compute.regionInstanceGroupManagers.resize", "POST", f"{regional}/reg/resize?size=1", None),
+        ("compute.regionInstanceGroupManagers.patch", "PATCH", f"{regional}/reg", {"targetSize": 1}),
+        ("compute.regionInstanceGroupManagers.setInstanceTemplate", "POST", f"{regional}/reg/setInstanceTemplate",
+         {"instanceTemplate": template}),
+        ("compute.instanceGroupManagers.insert", "POST", zonal,
+         {"name": "g2", "targetSize": 0, "instanceTemplate": template}),
+        ("compute.regionInstanceGroupManagers.insert", "POST", regional,
+         {"name": "r2", "targetSize": 0, "instanceTemplate": template}),
+        ("compute.instanceGroupManagers.delete", "DELETE", f"{zonal}/g2", None),
+        ("compute.regionInstanceGroupManagers.delete", "DELETE", f"{regional}/r2", None),
+        ("compute.regionInstanceTemplates.delete", "DELETE", f"{base}/regions/us-central1/instanceTemplates/rt", None),
+        ("compute.instanceTemplates.delete", "DELETE", f"{base}/global/instanceTemplates/t2", None),
+    ]
+    for method_id, verb, url, body in calls:
+        status, op = http(verb, url, body)
+        assert status == 200, (method_id, op)
+        assert schema_problems(op, _response_schema(method_id)) == [], method_id
+    status, body = http("POST", f"{base}/regions/us-central1/instanceTemplates",
+                        {"name": "r3", "properties": {"machineType": "a2-highgpu-1g", "disks": [{"boot": True}]}})
+    assert status == 200 and schema_problems(body, _response_schema("compute.regionInstanceTemplates.insert")) == []
+
+
+def test_mig_provider_requests_match_discovery_schemas():
+    """The template and group bodies the mig provider sends are shaped as the API documents them."""
+    from gcpgpu.engine import Cluster
+    from gcpgpu.plugins import Plugins
+    from gcpgpu.spec import validate_spec
+    from gcpgpu_plugins import compute
+    from gcpgpu_plugins.mig import _rolling_policy
+
+    spec = validate_spec({"name": "demo", "project": PROJECT, "node_groups": {"w": {
+        "provider": "mig", "count": 2, "spot": True, "regional": True}}}, Plugins())
+    cluster = Cluster(spec, Plugins(), clients=None, state=None)
+    template, group = cluster.desired()
+    body = compute_v1.InstanceTemplate(name=template.name, properties=compute.instance_properties(
+        cluster.context(), template))
+    manager = compute_v1.InstanceGroupManager(name=group.name, target_size=2, update_policy=_rolling_policy(
+        group.body), instance_template=f"projects/{PROJECT}/global/instanceTemplates/{template.name}")
+    assert schema_problems(json.loads(compute_v1.InstanceTemplate.to_json(body)), SCHEMAS["InstanceTemplate"]) == []
+    assert schema_problems(json.loads(compute_v1.InstanceGroupManager.to_json(manager)),
+                           SCHEMAS["InstanceGroupManager"]) == []
