@@ -140,8 +140,9 @@ def validate(spec: dict) -> list[Problem]:
     name = spec.get("name")
     if mode != "default" and isinstance(name, str) and isinstance(spec.get("zone"), str):
         try:
-            longest = max((subnet_name(name, MAX_NICS - 1, r) for r in regions(spec)), key=len)
-        except (TypeError, AttributeError):
+            last = settings(spec)["nics"] - 1
+            longest = max((subnet_name(name, last, r) for r in regions(spec)), key=len)
+        except (TypeError, AttributeError, ValueError):
             return problems  # fallback_zones of the wrong shape: the schema reports it
         if len(longest) > 63:
             problems.append(Problem("name", f"subnet names like '{longest}' exceed 63 characters",
