@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -11,8 +13,45 @@ from rich.table import Table
 
 from gcpgpu.configure import failure_of
 
-console = Console()
+terminal = Console()
+console = terminal  # where progress and details go: the terminal, or the log file in quiet mode
 errors = Console(stderr=True)
+log_file: Path | None = None
+# What the log file (quiet) or stderr (verbose) gets besides the console's output: every HTTP
+# request the Google clients make (urllib3 logs method, URL and status; never headers or bodies)
+# and the messages providers log.
+DEBUG_LOGGERS = {"gcpgpu": logging.DEBUG, "urllib3": logging.DEBUG, "google": logging.INFO}
+
+
+def _log_to(handler: logging.Handler) -> None:
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name, level in DEBUG_LOGGERS.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.addHandler(handler)
+
+
+def quiet_to(path: Path) -> None:
+    """Quiet mode: progress, tables, Ansible's output and the API calls go to ``path``; only
+    what ``summary`` prints reaches the terminal."""
+    global console, log_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = path.open("a", encoding="utf-8", buffering=1)
+    console = Console(file=stream, width=120, no_color=True, force_terminal=False)
+    log_file = path
+    _log_to(logging.StreamHandler(stream))
+
+
+def verbose() -> None:
+    """Debug output: the same API-call and provider log lines on stderr."""
+    _log_to(logging.StreamHandler(sys.stderr))
+
+
+def summary(*renderables) -> None:
+    """What a person acts on: always on the terminal (and in the log file in quiet mode)."""
+    terminal.print(*renderables)
+    if console is not terminal:
+        console.print(*renderables)
 
 
 @contextlib.contextmanager
@@ -47,18 +86,24 @@ def plan_summary(plan) -> str:
             f"{len(plan.delete) - len(plan.replace)} to delete, {len(plan.keep)} unchanged")
 
 
+URLS_VAR = "gcpgpu_urls"  # hostvar a provider sets to {name: url} for what a node serves
+
+
 def host_rows(hosts) -> list[dict]:
     return [{"name": h.name, "group": h.group, "zone": h.zone, "address": h.address,
-             "status": h.status, "instance_id": h.instance_id} for h in hosts]
+             "status": h.status, "instance_id": h.instance_id, "urls": h.hostvars.get(URLS_VAR, {})}
+            for h in hosts]
 
 
 def hosts_table(hosts, title: str = "nodes") -> Table:
     table = Table(title=title)
-    columns = ("name", "group", "zone", "address", "status")
+    rows = host_rows(hosts)
+    columns = ("name", "group", "zone", "address", "status") + (("urls",) if any(r["urls"] for r in rows) else ())
     for column in columns:
         table.add_column(column)
-    for row in host_rows(hosts):
-        table.add_row(*(row[c] for c in columns),
+    for row in rows:
+        cells = {**row, "urls": " ".join(f"{k}: {v}" for k, v in sorted(row["urls"].items()))}
+        table.add_row(*(cells[c] for c in columns),
                       style="green" if row["status"] == "RUNNING" else "yellow")
     return table
 
@@ -91,6 +136,8 @@ class ConfigureDisplay:
             self.bar.update(task, description=data.get("task", ""))
         elif kind in ("runner_on_ok", "runner_on_skipped", "runner_on_failed", "runner_on_unreachable"):
             self.bar.advance(task)
+        if log_file and event.get("stdout"):  # quiet mode keeps Ansible's own output in the log
+            self.bar.console.print(event["stdout"], markup=False, highlight=False)
         failure = failure_of(event)
         if failure:
             self.bar.console.print(f"[red]{failure['host']}: {failure['task']}: {failure['message']}")
@@ -118,4 +165,6 @@ def how_to_connect(spec_file: str, hosts) -> str:
         f"  gcpgpu ssh-config {spec_file}                    # prints an Include line for ~/.ssh/config",
         f"  GCPGPU_CLUSTER={spec_file} ansible -i $(command -v gcpgpu-inventory) all -m ping",
         f"  gcpgpu down {spec_file}                          # delete everything, stop paying",
+        *(f"  {name} on {h.name}: {url}" for h in running
+          for name, url in sorted(h.hostvars.get(URLS_VAR, {}).items())),
     ])

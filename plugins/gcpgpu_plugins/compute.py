@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from gcpgpu.errors import CapacityError, GcpgpuError
 from gcpgpu.plugins import hookimpl
 from gcpgpu.provider import Context, Host, Resource
+from gcpgpu.report import URLS_VAR
 from gcpgpu_plugins import compute_spec, network, service_account
 from gcpgpu_plugins.gcp import (
     CLUSTER_LABEL, DIGEST_LABEL, GROUP_LABEL, OperationFailed, digest, label_filter, region_of,
@@ -22,6 +23,7 @@ from gcpgpu_plugins.gcp import (
 KIND = "instance"
 IMPLICIT_GPU_FAMILIES = ("a2-", "a3-", "g2-")  # these machine types carry their GPUs themselves
 DELETE_PARALLELISM = 16
+PROXY_URL_KEY = "proxy-url"
 
 
 def instance_name(cluster: str, group: str, index: int) -> str:
@@ -176,8 +178,19 @@ class ComputeProvider:
             hosts.append(Host(
                 name=r.name, group=r.group, address=(nat or [interface.get("networkIP", "")])[0],
                 zone=r.location, instance_id=str(r.body.get("id", "")), status=r.status,
-                gpus=attached or implied, labels=r.body.get("labels", {}), hostvars=r.body))
+                gpus=attached or implied, labels=r.body.get("labels", {}), hostvars=with_urls(r.body)))
         return hosts
+
+
+def with_urls(instance: dict) -> dict:
+    """The instance's JSON, plus the Jupyter URL a Deep Learning VM image serves through Google's
+    inverting proxy (its agent publishes ``proxy-url`` in the instance metadata once running;
+    the env-var tool's SHOW_PROXY_URL) as ``gcpgpu_urls`` for status and up to show."""
+    items = {i.get("key"): i.get("value") for i in (instance.get("metadata") or {}).get("items", [])}
+    proxy = items.get(PROXY_URL_KEY)
+    if not proxy:
+        return instance
+    return {**instance, URLS_VAR: {"jupyter": proxy if "://" in proxy else f"https://{proxy}"}}
 
 
 def _properties(ctx: Context, group_name: str, s: dict, settings_digest: str, zone: str):
