@@ -131,6 +131,7 @@ def test_new_network_lifecycle_create_keep_change_down(emu, tmp_path):
     assert [(a.I_p_protocol, list(a.ports)) for a in ssh.allowed] == [("tcp", ["22"])]
     assert all(not f.source_ranges or "0.0.0.0/0" not in f.source_ranges for f in found["firewall"].values())
     [vm] = emu.instances()
+    assert vm["tags"]["items"] == ["gcpgpu-demo"]  # for the user's own rules
     [nic] = vm["networkInterfaces"]
     assert nic["network"].endswith("/global/networks/demo-net-0")
     assert nic["subnetwork"].endswith("/regions/us-central1/subnetworks/demo-net-0-us-central1")
@@ -170,6 +171,7 @@ def test_multi_nic_gives_every_vm_one_nic_per_network(emu, tmp_path):
         nics = vm["networkInterfaces"]
         assert [n["network"].rsplit("/", 1)[-1] for n in nics] == [f"demo-net-{i}" for i in range(5)]
         assert [bool(n.get("accessConfigs")) for n in nics] == [True, False, False, False, False]
+        assert {n["nicType"] for n in nics} == {"GVNIC"}
     status = json.loads(gcpgpu(emu, "status", str(spec), "--json").output)
     assert all(n["address"].startswith("203.0.113.") for n in status["nodes"])  # the external NIC
     gcpgpu(emu, "down", str(spec))

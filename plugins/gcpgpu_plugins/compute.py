@@ -213,7 +213,7 @@ def _properties(ctx: Context, group_name: str, s: dict, settings_digest: str, zo
     return compute_v1.InstanceProperties(
         machine_type=s["machine_type"],
         labels=labels,
-        tags=compute_v1.Tags(items=list(s["tags"])),
+        tags=compute_v1.Tags(items=list(dict.fromkeys([*s["tags"], network.cluster_tag(ctx.cluster)]))),
         metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=str(v))
                                             for k, v in sorted(ComputeProvider._metadata(ctx, s).items())]),
         guest_accelerators=[compute_v1.AcceleratorConfig(
@@ -225,7 +225,7 @@ def _properties(ctx: Context, group_name: str, s: dict, settings_digest: str, zo
                 source_image=source, disk_size_gb=s["disk"]["size_gb"],
                 disk_type=s["disk"]["type"], labels=labels))],
         network_interfaces=[compute_v1.NetworkInterface(
-            network=nic["network"], subnetwork=nic.get("subnetwork"),
+            network=nic["network"], subnetwork=nic.get("subnetwork"), nic_type=nic.get("nic_type"),
             access_configs=[compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")]
             if nic["external"] else [])
             for nic in network.interfaces(ctx.spec, zone)],

@@ -77,6 +77,12 @@ def settings(spec: dict) -> dict:
     return {"mode": mode, "nics": nics if mode == "multi_nic" else 1, "ssh_source_ranges": ranges}
 
 
+def cluster_tag(cluster: str) -> str:
+    """The network tag every VM of the cluster carries: your own firewall rules can target it
+    (e.g. to open a dashboard port to your address). gcpgpu's own rules target the account."""
+    return f"gcpgpu-{cluster}"
+
+
 def network_name(cluster: str, index: int) -> str:
     return f"{cluster}-net-{index}"
 
@@ -108,7 +114,9 @@ def interfaces(spec: dict, zone: str) -> list[dict]:
     cluster, project, region = spec["name"], spec["project"], region_of(zone)
     return [{"network": f"projects/{project}/global/networks/{network_name(cluster, i)}",
              "subnetwork": f"projects/{project}/regions/{region}/subnetworks/{subnet_name(cluster, i, region)}",
-             "external": i == 0}
+             "external": i == 0,
+             # gVNIC: required by A3 machines, and what multi-NIC GPU machines are built for.
+             **({"nic_type": "GVNIC"} if net["mode"] == "multi_nic" else {})}
             for i in range(net["nics"])]
 
 
