@@ -17,7 +17,6 @@ labels; they are found by name and marked ``gcpgpu-cluster=<name>`` in their des
 from __future__ import annotations
 
 import ipaddress
-import re
 import time
 
 from gcpgpu.errors import GcpgpuError, Problem
@@ -280,7 +279,7 @@ class NetworkProvider:
     def observe(self, ctx: Context) -> list[Resource]:
         from google.cloud import compute_v1
 
-        names = f"name eq '{re.escape(ctx.cluster)}-net-[0-9]+.*'"
+        names = f"name eq '{ctx.cluster}-net-[0-9]+.*'"  # cluster names are [a-z0-9-]
         found = []
         for kind, client_class, request_class in (
                 ("network", compute_v1.NetworksClient, compute_v1.ListNetworksRequest),
@@ -342,11 +341,14 @@ class NetworkProvider:
                               f"rename the cluster")
 
     def update(self, ctx: Context, resources: list[Resource]) -> None:
-        """Only firewall source ranges change in place (firewalls.patch)."""
+        """Only firewall source ranges change in place: patch sends just them."""
+        from google.cloud import compute_v1
+
         client = ctx.clients.get(_clients("firewall"))
         for resource in resources:
+            ranges = compute_v1.Firewall(source_ranges=resource.body["sourceRanges"])
             operation = client.patch(project=ctx.project, firewall=resource.name, retry=retry_policy(),
-                                     firewall_resource=_message(resource))
+                                     firewall_resource=ranges)
             wait_operation(ctx, operation.name, "global")
             ctx.progress(1)
 
