@@ -156,6 +156,9 @@ def test_new_network_lifecycle_create_keep_change_down(emu, tmp_path):
     gcpgpu(emu, "down", str(spec))
     assert listed(emu) == {"network": {}, "subnetwork": {}, "firewall": {}}
     assert emu.instances() == []
+    [iam] = [s for s in emu.services if type(s).__name__ == "IamService"]
+    assert iam.accounts == {}
+    assert not any(ACCOUNT in m for b in iam.policies[PROJECT]["bindings"] for m in b["members"])
 
 
 def test_multi_nic_gives_every_vm_one_nic_per_network(emu, tmp_path):
