@@ -74,7 +74,7 @@ def plan_table(plan) -> Table:
     table = Table(title="plan")
     for column in ("action", "kind", "name", "group", "location"):
         table.add_column(column)
-    styles = {"create": "green", "replace": "yellow", "delete": "red", "keep": "dim"}
+    styles = {"create": "green", "update": "cyan", "replace": "yellow", "delete": "red", "keep": "dim"}
     for row in plan.rows():
         table.add_row(*(row[c] for c in ("action", "kind", "name", "group", "location")),
                       style=styles[row["action"]])
@@ -82,7 +82,7 @@ def plan_table(plan) -> Table:
 
 
 def plan_summary(plan) -> str:
-    return (f"{len(plan.create)} to create, {len(plan.replace)} to replace, "
+    return (f"{len(plan.create)} to create, {len(plan.update)} to update, {len(plan.replace)} to replace, "
             f"{len(plan.delete) - len(plan.replace)} to delete, {len(plan.keep)} unchanged")
 
 

@@ -98,6 +98,17 @@ def test_open_ssh_needs_the_loudly_named_override(tmp_path):
     assert network.settings(spec)["ssh_source_ranges"] == ["0.0.0.0/0"]
 
 
+def test_subnet_ranges_do_not_move_when_fallback_zones_change():
+    spec = {"name": "demo", "project": PROJECT, "zone": "us-central1-a", "network": "multi_nic"}
+    def ranges(fallbacks):
+        bodies = network.desired_bodies({**spec, "fallback_zones": fallbacks})
+        return {b["name"]: b["ipCidrRange"] for kind, _, b in bodies if kind == "subnetwork"}
+    before = ranges(["europe-west4-a"])
+    after = ranges(["asia-east1-a", "europe-west4-b", "us-east1-b"])
+    assert all(after[name] == cidr for name, cidr in before.items())
+    assert len(set(after.values())) == len(after)  # no two subnets of the cluster overlap
+
+
 def test_long_cluster_names_are_refused_when_subnet_names_would_not_fit(tmp_path):
     with pytest.raises(SpecError) as info:
         load_spec(write_spec(tmp_path, "network: new\nfallback_zones: [northamerica-northeast2-a]\n",
@@ -121,7 +132,9 @@ def test_new_network_lifecycle_create_keep_change_down(emu, tmp_path):
     assert sorted(found["network"]) == ["demo-net-0"]
     assert found["network"]["demo-net-0"].auto_create_subnetworks is False
     assert sorted(found["subnetwork"]) == ["demo-net-0-europe-west4", "demo-net-0-us-central1"]
-    assert found["subnetwork"]["demo-net-0-us-central1"].ip_cidr_range == "172.16.0.0/20"
+    ranges = {name: s.ip_cidr_range for name, s in found["subnetwork"].items()}
+    assert ranges["demo-net-0-us-central1"] != ranges["demo-net-0-europe-west4"]
+    assert all(r.startswith("10.") and r.endswith("/20") for r in ranges.values())
     internal, ssh = found["firewall"]["demo-net-0-internal"], found["firewall"]["demo-net-0-ssh"]
     # Internal traffic: only between VMs running as the cluster's account, on every protocol.
     assert list(internal.source_service_accounts) == [ACCOUNT] == list(internal.target_service_accounts)
@@ -148,6 +161,8 @@ def test_new_network_lifecycle_create_keep_change_down(emu, tmp_path):
         "network: new\n", "network: {mode: new, ssh_source_ranges: [35.235.240.0/20, 203.0.113.7/32]}\n"))
     changes = [row for row in plan_rows(emu, spec) if row[0] != "keep"]
     assert changes == [("update", "firewall", "demo-net-0-ssh")]
+    table = gcpgpu(emu, "plan", str(spec)).output
+    assert "0 to create, 1 to update, 0 to replace, 0 to delete" in table and "update" in table
     emu.reset_calls()
     gcpgpu(emu, "up", str(spec))
     assert mutations(emu) == ["compute.firewalls.patch"]

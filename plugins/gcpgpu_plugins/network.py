@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+import zlib
 
 from gcpgpu.errors import GcpgpuError, Problem
 from gcpgpu.plugins import hookimpl
@@ -30,6 +31,7 @@ MODES = ("default", "new", "multi_nic")
 IAP_RANGE = "35.235.240.0/20"  # Identity-Aware Proxy's TCP forwarding addresses
 DEFAULT_MULTI_NICS = 5
 MAX_NICS = 10  # A3 Mega machines have 9 NICs; GCE checks the per-machine-type limit itself
+SLOTS = 256  # /20 subnets in a network's /12
 MTU = 8896  # the largest GCE allows: GPU-to-GPU traffic across nodes wants jumbo frames
 OPERATION_DEADLINE_S = 900
 UNSAFE_OVERRIDE = "unsafe_ssh_from_anywhere"
@@ -99,9 +101,22 @@ def regions(spec: dict) -> list[str]:
     return found
 
 
-def subnet_range(index: int, region_index: int) -> str:
-    """A /20 (4,094 nodes) per network and region, inside 172.16.0.0/12."""
-    return str(list(ipaddress.ip_network(f"172.{16 + index}.0.0/16").subnets(new_prefix=20))[region_index])
+def region_slots(used: list[str]) -> dict[str, int]:
+    """A slot 0-255 per region, from the region's name rather than its place in the spec, so
+    reordering or adding fallback zones never moves an existing subnet's range."""
+    slots: dict[str, int] = {}
+    for region in sorted(used):
+        slot = zlib.crc32(region.encode()) % SLOTS
+        while slot in slots.values():
+            slot = (slot + 1) % SLOTS
+        slots[region] = slot
+    return slots
+
+
+def subnet_range(index: int, slot: int) -> str:
+    """A /20 (4,094 nodes) per network and region: network i owns 10.(16 i).0.0/12."""
+    base = int(ipaddress.ip_address("10.0.0.0")) + (index * SLOTS + slot) * 4096
+    return f"{ipaddress.ip_address(base)}/20"
 
 
 def interfaces(spec: dict, zone: str) -> list[dict]:
@@ -237,10 +252,10 @@ def desired_bodies(spec: dict) -> list[tuple[str, str, dict]]:
         found.append(("network", "global", {
             "name": name, "description": description, "autoCreateSubnetworks": False, "mtu": MTU,
             "routingConfig": {"routingMode": "REGIONAL"}}))
-        for r, region in enumerate(regions(spec)):
+        for region, slot in region_slots(regions(spec)).items():
             found.append(("subnetwork", region, {
                 "name": subnet_name(cluster, i, region), "description": description, "network": link,
-                "region": region, "ipCidrRange": subnet_range(i, r), "privateIpGoogleAccess": True}))
+                "region": region, "ipCidrRange": subnet_range(i, slot), "privateIpGoogleAccess": True}))
         found.append(("firewall", "global", {
             "name": f"{name}-internal", "description": description, "network": link,
             "direction": "INGRESS", "priority": 1000, "allowed": [{"IPProtocol": "all"}],
