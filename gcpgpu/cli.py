@@ -9,16 +9,18 @@ import click
 from gcpgpu.clients import ENDPOINT_ENV
 
 EXAMPLE = "examples/single-gpu.yaml"
+QUIET_ENV = "GCPGPU_QUIET"
 
 
 class Session:
     """What every command shares: the endpoint and the loaded plugins."""
 
-    def __init__(self, endpoint: str | None):
+    def __init__(self, endpoint: str | None, quiet: bool = False, command: str = ""):
         from gcpgpu.plugins import Plugins
 
         self.endpoint = endpoint
         self.plugins = Plugins()
+        self.quiet, self.command = quiet, command
 
     def load(self, path: str) -> dict:
         from gcpgpu.engine import read_spec
@@ -28,7 +30,20 @@ class Session:
     def cluster(self, path: str):
         from gcpgpu.engine import open_cluster
 
-        return open_cluster(path, self.plugins, self.endpoint)
+        cluster = open_cluster(path, self.plugins, self.endpoint)
+        self._quiet_log(cluster.state.dir)
+        return cluster
+
+    def _quiet_log(self, state_dir) -> None:
+        """Quiet mode: the full log goes to <state dir>/logs/<time>-<command>.log."""
+        import time
+
+        from gcpgpu import report
+
+        if self.quiet and report.log_file is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            report.quiet_to(state_dir / "logs" / f"{stamp}-{self.command or 'gcpgpu'}.log")
+            report.terminal.print(f"full log: {report.log_file}", soft_wrap=True)
 
 
 class Command(click.Group):
@@ -56,6 +71,10 @@ class Command(click.Group):
         try:
             return super().invoke(ctx)
         except GcpgpuError as error:
+            from gcpgpu import report
+
+            if report.log_file:
+                report.console.print(f"error: {error}", markup=False)
             click.secho(f"error: {error}", fg="red", err=True)
             sys.exit(error.exit_code)
 
@@ -64,9 +83,14 @@ class Command(click.Group):
 @click.option("--endpoint", envvar=ENDPOINT_ENV, metavar="URL",
               help=f"Send every Google API call to URL (the bundled emulator, e.g. "
                    f"http://127.0.0.1:8085) instead of Google Cloud. Env: {ENDPOINT_ENV}.")
+@click.option("-q", "--quiet", is_flag=True, envvar=QUIET_ENV,
+              help="Print only the summary; the full log (progress, API calls, Ansible output) goes "
+                   f"to a file in the cluster's state directory. Env: {QUIET_ENV}=1.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Debug output on stderr: every API request (method, URL, status) and provider messages.")
 @click.version_option(package_name="gcpgpu")
 @click.pass_context
-def cli(ctx, endpoint):
+def cli(ctx, endpoint, quiet, verbose):
     """Provision GPU clusters on Google Cloud and configure their nodes.
 
     \b
@@ -79,7 +103,11 @@ def cli(ctx, endpoint):
 
     Against Google Cloud, commands use Application Default Credentials.
     """
-    ctx.obj = Session(endpoint)
+    if verbose:
+        from gcpgpu import report
+
+        report.verbose()
+    ctx.obj = Session(endpoint, quiet=quiet, command=ctx.invoked_subcommand or "")
 
 
 spec_argument = click.argument("spec_file", metavar="CLUSTER_YAML", type=click.Path(dir_okay=True))
@@ -117,8 +145,8 @@ def plan(session, spec_file, as_json):
         return report.print_json({"changes": the_plan.rows(), "cost": hourly,
                                   "hourly_total": cost.total(hourly)})
     report.console.print(report.plan_table(the_plan))
-    report.console.print(report.plan_summary(the_plan))
-    report.console.print(report.cost_table(hourly, "cost when up (approximate list prices)"))
+    report.summary(report.plan_summary(the_plan))
+    report.summary(report.cost_table(hourly, "cost when up (approximate list prices)"))
 
 
 @cli.command()
@@ -139,15 +167,15 @@ def up(session, spec_file, configure):
         cluster.state.remember_spec(cluster.spec, spec_file)
         the_plan = cluster.plan()
         hourly = cost.total(cost.planned(cost.price_items(cluster.spec, session.plugins)))
-        report.console.print(f"{report.plan_summary(the_plan)}; about ${hourly:.2f}/hour when up")
+        report.summary(f"{report.plan_summary(the_plan)}; about ${hourly:.2f}/hour when up")
         with report.progress() as start_batch:
             cluster.apply(the_plan, start_batch)
         # Nothing changed: the plan's live view is current, no need to list again.
         hosts = cluster.hosts(None if the_plan.changes else the_plan.keep)
-        report.console.print(report.hosts_table(hosts, title=f"cluster {cluster.spec['name']}"))
+        report.summary(report.hosts_table(hosts, title=f"cluster {cluster.spec['name']}"))
         if configure:
             configure_hosts(cluster, hosts)
-    report.console.print(report.how_to_connect(spec_file, hosts))
+    report.summary(report.how_to_connect(spec_file, hosts))
 
 
 def configure_hosts(cluster, hosts, **options):
@@ -307,11 +335,11 @@ def status(session, spec_file, as_json):
     if as_json:
         return report.print_json({"cluster": cluster.spec["name"], "nodes": report.host_rows(hosts, stopped),
                                   "cost": hourly, "hourly_total": cost.total(hourly)})
-    report.console.print(report.hosts_table(hosts, f"cluster {cluster.spec['name']}", stopped))
+    report.summary(report.hosts_table(hosts, f"cluster {cluster.spec['name']}", stopped))
     if not hosts:
-        report.console.print("no nodes: the cluster is down")
+        report.summary("no nodes: the cluster is down")
     else:
-        report.console.print(report.cost_table(hourly, "cost now (stopped nodes pay for disks)"))
+        report.summary(report.cost_table(hourly, "cost now (stopped nodes pay for disks)"))
 
 
 @cli.command()
@@ -330,8 +358,8 @@ def down(session, spec_file):
         with report.progress() as start_batch:
             cluster.apply(the_plan, start_batch)
         cluster.state.forget_spec()
-    report.console.print(f"deleted {len(the_plan.delete)} resource(s); nothing of cluster "
-                         f"{cluster.spec['name']!r} is left")
+    report.summary(f"deleted {len(the_plan.delete)} resource(s); nothing of cluster "
+                   f"{cluster.spec['name']!r} is left")
 
 
 @cli.command()

@@ -1,6 +1,7 @@
 """spec -> plan -> apply. Knows no resource kind: providers say what is desired and live."""
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +51,8 @@ class Cluster:
         self.spec, self.plugins, self.clients, self.state = spec, plugins, clients, state
 
     def context(self, progress=lambda n: None) -> Context:
-        return Context(spec=self.spec, clients=self.clients, progress=progress, ssh_keys=self.keys)
+        return Context(spec=self.spec, clients=self.clients, progress=progress, ssh_keys=self.keys,
+                       log=logging.getLogger("gcpgpu.providers").info)
 
     @cached_property
     def keys(self):

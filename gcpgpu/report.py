@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -11,8 +13,45 @@ from rich.table import Table
 
 from gcpgpu.configure import failure_of
 
-console = Console()
+terminal = Console()
+console = terminal  # where progress and details go: the terminal, or the log file in quiet mode
 errors = Console(stderr=True)
+log_file: Path | None = None
+# What the log file (quiet) or stderr (verbose) gets besides the console's output: every HTTP
+# request the Google clients make (urllib3 logs method, URL and status; never headers or bodies)
+# and the messages providers log.
+DEBUG_LOGGERS = {"gcpgpu": logging.DEBUG, "urllib3": logging.DEBUG, "google": logging.INFO}
+
+
+def _log_to(handler: logging.Handler) -> None:
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name, level in DEBUG_LOGGERS.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.addHandler(handler)
+
+
+def quiet_to(path: Path) -> None:
+    """Quiet mode: progress, tables, Ansible's output and the API calls go to ``path``; only
+    what ``summary`` prints reaches the terminal."""
+    global console, log_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = path.open("a", encoding="utf-8", buffering=1)
+    console = Console(file=stream, width=120, no_color=True, force_terminal=False)
+    log_file = path
+    _log_to(logging.StreamHandler(stream))
+
+
+def verbose() -> None:
+    """Debug output: the same API-call and provider log lines on stderr."""
+    _log_to(logging.StreamHandler(sys.stderr))
+
+
+def summary(*renderables) -> None:
+    """What a person acts on: always on the terminal (and in the log file in quiet mode)."""
+    terminal.print(*renderables)
+    if console is not terminal:
+        console.print(*renderables)
 
 
 @contextlib.contextmanager
@@ -43,9 +82,11 @@ def plan_table(plan) -> Table:
 
 
 def plan_summary(plan) -> str:
-    return (f"{len(plan.create)} to create, {len(plan.update)} to update in place, "
-            f"{len(plan.replace)} to replace, "
+    return (f"{len(plan.create)} to create, {len(plan.update)} to update, {len(plan.replace)} to replace, "
             f"{len(plan.delete) - len(plan.replace)} to delete, {len(plan.keep)} unchanged")
+
+
+URLS_VAR = "gcpgpu_urls"  # hostvar a provider sets to {name: url} for what a node serves
 
 
 def cost_table(rows: list[dict], title: str) -> Table:
@@ -86,18 +127,21 @@ def host_state(host, stopped: set = frozenset()) -> str:
 
 def host_rows(hosts, stopped: set = frozenset()) -> list[dict]:
     return [{"name": h.name, "group": h.group, "zone": h.zone, "address": h.address,
-             "status": h.status, "state": host_state(h, stopped), "instance_id": h.instance_id}
+             "status": h.status, "state": host_state(h, stopped), "instance_id": h.instance_id,
+             "urls": h.hostvars.get(URLS_VAR, {})}
             for h in hosts]
 
 
 def hosts_table(hosts, title: str = "nodes", stopped: set = frozenset()) -> Table:
     table = Table(title=title)
-    columns = ("name", "group", "zone", "address", "state")
+    rows = host_rows(hosts, stopped)
+    columns = ("name", "group", "zone", "address", "state") + (("urls",) if any(r["urls"] for r in rows) else ())
     for column in columns:
         table.add_column(column)
     styles = {"running": "green", "preempted": "red"}
-    for row in host_rows(hosts, stopped):
-        table.add_row(*(row[c] for c in columns), style=styles.get(row["state"], "yellow"))
+    for row in rows:
+        cells = {**row, "urls": " ".join(f"{k}: {v}" for k, v in sorted(row["urls"].items()))}
+        table.add_row(*(cells[c] for c in columns), style=styles.get(row["state"], "yellow"))
     return table
 
 
@@ -129,6 +173,8 @@ class ConfigureDisplay:
             self.bar.update(task, description=data.get("task", ""))
         elif kind in ("runner_on_ok", "runner_on_skipped", "runner_on_failed", "runner_on_unreachable"):
             self.bar.advance(task)
+        if log_file and event.get("stdout"):  # quiet mode keeps Ansible's own output in the log
+            self.bar.console.print(event["stdout"], markup=False, highlight=False)
         failure = failure_of(event)
         if failure:
             self.bar.console.print(f"[red]{failure['host']}: {failure['task']}: {failure['message']}")
@@ -156,4 +202,6 @@ def how_to_connect(spec_file: str, hosts) -> str:
         f"  gcpgpu ssh-config {spec_file}                    # prints an Include line for ~/.ssh/config",
         f"  GCPGPU_CLUSTER={spec_file} ansible -i $(command -v gcpgpu-inventory) all -m ping",
         f"  gcpgpu down {spec_file}                          # delete everything, stop paying",
+        *(f"  {name} on {h.name}: {url}" for h in running
+          for name, url in sorted(h.hostvars.get(URLS_VAR, {}).items())),
     ])

@@ -4,14 +4,14 @@ from __future__ import annotations
 from gcpgpu.engine import Cluster
 from gcpgpu.plugins import Plugins
 from gcpgpu.spec import validate_spec
-from gcpgpu_plugins.compute import ComputeProvider
+from gcpgpu_plugins.compute import instance_properties
 
 
 def properties(spec_text: dict):
     spec = validate_spec({"name": "demo", "project": "demo-project", **spec_text}, Plugins())
     cluster = Cluster(spec, Plugins(), clients=None, state=None)
-    [resource, *_] = cluster.desired()
-    return ComputeProvider()._properties(cluster.context(), resource)
+    [group_name] = spec["node_groups"]
+    return instance_properties(cluster.context(), group_name, spec["node_groups"][group_name])
 
 
 def test_image_by_name_defaults_to_the_clusters_project():

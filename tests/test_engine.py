@@ -57,7 +57,8 @@ class MemoryProvider:
 
 @pytest.fixture
 def provider(monkeypatch):
-    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", "compute,mig")  # `down` sweeps every provider
+    # `down` sweeps every provider: only this one may be loaded
+    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", "compute,mig,network,service_account")
     return MemoryProvider()
 
 

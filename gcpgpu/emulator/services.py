@@ -14,7 +14,20 @@ from __future__ import annotations
 
 from typing import Callable
 
-SERVICE_FACTORIES: list[Callable] = []
+
+def _compute_networks(emulator):
+    from .compute_networks import ComputeNetworks
+
+    return ComputeNetworks(emulator)
+
+
+def _iam(emulator):
+    from .iam import IamService
+
+    return IamService(emulator)
+
+
+SERVICE_FACTORIES: list[Callable] = [_compute_networks, _iam]
 
 
 def build_services(emulator) -> list:

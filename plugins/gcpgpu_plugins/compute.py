@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from gcpgpu.errors import CapacityError, GcpgpuError
 from gcpgpu.plugins import hookimpl
 from gcpgpu.provider import Context, Host, Resource
-from gcpgpu_plugins import compute_spec
+from gcpgpu.report import URLS_VAR
+from gcpgpu_plugins import compute_spec, network, service_account
 from gcpgpu_plugins.gcp import (
     CLUSTER_LABEL, DIGEST_LABEL, GROUP_LABEL, TTL_LABEL, OperationFailed, created_by, digest, label_filter,
     region_of, retry_policy, short_name, wait_zone_operation,
@@ -22,6 +23,7 @@ from gcpgpu_plugins.gcp import (
 KIND = "instance"
 IMPLICIT_GPU_FAMILIES = ("a2-", "a3-", "g2-")  # these machine types carry their GPUs themselves
 DELETE_PARALLELISM = 16
+PROXY_URL_KEY = "proxy-url"
 
 
 def instance_name(cluster: str, group: str, index: int) -> str:
@@ -31,7 +33,16 @@ def instance_name(cluster: str, group: str, index: int) -> str:
 def group_settings(spec: dict, group: dict) -> dict:
     """Everything about a group's VMs that requires a new VM when it changes."""
     keys = ("machine_type", "accelerator", "image", "disk", "spot", "metadata", "tags")
-    return {k: group.get(k) for k in keys} | {"labels": {**spec["labels"], **group["labels"]}}
+    return ({k: group.get(k) for k in keys} | {"labels": {**spec["labels"], **group["labels"]}}
+            | network.instance_settings(spec))
+
+
+def instance_properties(ctx: Context, group_name: str, group: dict, zone: str | None = None):
+    """The ``compute_v1.InstanceProperties`` of a node group's VMs in ``zone`` (default: the
+    cluster's zone; it picks the subnets): the body bulkInsert sends, and the one an instance
+    template can reuse."""
+    settings = group_settings(ctx.spec, group)
+    return _properties(ctx, group_name, settings, digest(settings), zone or ctx.spec["zone"])
 
 
 class ComputeProvider:
@@ -101,7 +112,7 @@ class ComputeProvider:
             count=len(names), min_count=len(names),
             per_instance_properties={n: compute_v1.BulkInsertInstanceResourcePerInstanceProperties()
                                      for n in names},
-            instance_properties=self._properties(ctx, template))
+            instance_properties=_properties(ctx, template.group, template.body, template.digest, zone))
         operation = client.bulk_insert(request=compute_v1.BulkInsertInstanceRequest(
             project=ctx.project, zone=zone, request_id=request_id,
             bulk_insert_instance_resource_resource=resource), retry=retry_policy())
@@ -132,47 +143,6 @@ class ComputeProvider:
         if missing:
             raise GcpgpuError(f"bulkInsert in {zone} reported success but {', '.join(missing)} "
                               f"do not exist; re-run to create them")
-
-    def _properties(self, ctx: Context, template: Resource):
-        from google.cloud import compute_v1
-
-        s = template.body
-        labels = {**s["labels"], CLUSTER_LABEL: ctx.cluster, GROUP_LABEL: template.group,
-                  DIGEST_LABEL: template.digest}
-        if ctx.spec.get("ttl_hours"):  # expiry = creationTimestamp + this; not in the digest
-            labels[TTL_LABEL] = str(ctx.spec["ttl_hours"])
-        image = s["image"]
-        image_project = image.get("project") or ctx.project  # an image by name may be the project's own
-        source = (f"projects/{image_project}/global/images/family/{image['family']}"
-                  if image.get("family") else f"projects/{image_project}/global/images/{image['name']}")
-        accelerator = s.get("accelerator") or {}
-        has_gpu = bool(accelerator) or s["machine_type"].startswith(IMPLICIT_GPU_FAMILIES)
-        explicit = accelerator and not s["machine_type"].startswith(IMPLICIT_GPU_FAMILIES)
-        scheduling = compute_v1.Scheduling(
-            # GPU VMs cannot live-migrate: GCE rejects them unless maintenance terminates them.
-            on_host_maintenance="TERMINATE" if has_gpu else "MIGRATE",
-            automatic_restart=not s["spot"],
-            **({"provisioning_model": "SPOT", "instance_termination_action": "STOP"} if s["spot"] else {}))
-        return compute_v1.InstanceProperties(
-            machine_type=s["machine_type"],
-            labels=labels,
-            tags=compute_v1.Tags(items=list(s["tags"])),
-            metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=str(v))
-                                                for k, v in sorted(self._metadata(ctx, s).items())]),
-            guest_accelerators=[compute_v1.AcceleratorConfig(
-                accelerator_type=accelerator["type"], accelerator_count=accelerator["count"])]
-            if explicit else [],
-            disks=[compute_v1.AttachedDisk(
-                boot=True, auto_delete=True,
-                initialize_params=compute_v1.AttachedDiskInitializeParams(
-                    source_image=source, disk_size_gb=s["disk"]["size_gb"],
-                    disk_type=s["disk"]["type"], labels=labels))],
-            network_interfaces=[compute_v1.NetworkInterface(
-                network="global/networks/default",
-                access_configs=[compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])],
-            scheduling=scheduling,
-            shielded_instance_config=compute_v1.ShieldedInstanceConfig(
-                enable_vtpm=True, enable_integrity_monitoring=True))
 
     @staticmethod
     def _metadata(ctx: Context, settings: dict) -> dict:
@@ -210,10 +180,9 @@ class ComputeProvider:
             hosts.append(Host(
                 name=r.name, group=r.group, address=(nat or [interface.get("networkIP", "")])[0],
                 zone=r.location, instance_id=str(r.body.get("id", "")), status=r.status,
-                gpus=attached or implied, labels=r.body.get("labels", {}), hostvars=r.body,
+                gpus=attached or implied, labels=r.body.get("labels", {}), hostvars=with_urls(r.body),
                 preemptible=_preemptible(r.body)))
         return hosts
-
     def power(self, ctx: Context, hosts: list[Host], on: bool) -> None:
         """Start or stop VMs (disks are kept), in parallel; raises CapacityError naming the VMs
         a start could not place (a stockout), GcpgpuError for anything else."""
@@ -246,10 +215,60 @@ def _preemptible(instance: dict) -> bool:
     return scheduling.get("provisioningModel") == "SPOT" or bool(scheduling.get("preemptible"))
 
 
-def instance_properties(ctx: Context, resource: Resource):
-    """The InstanceProperties of a node group's VMs (``resource.body`` is ``group_settings``);
-    the mig provider puts the same properties in its instance templates."""
-    return ComputeProvider()._properties(ctx, resource)
+def with_urls(instance: dict) -> dict:
+    """The instance's JSON, plus the Jupyter URL a Deep Learning VM image serves through Google's
+    inverting proxy (its agent publishes ``proxy-url`` in the instance metadata once running;
+    the env-var tool's SHOW_PROXY_URL) as ``gcpgpu_urls`` for status and up to show."""
+    items = {i.get("key"): i.get("value") for i in (instance.get("metadata") or {}).get("items", [])}
+    proxy = items.get(PROXY_URL_KEY)
+    if not proxy:
+        return instance
+    return {**instance, URLS_VAR: {"jupyter": proxy if "://" in proxy else f"https://{proxy}"}}
+
+
+def _properties(ctx: Context, group_name: str, s: dict, settings_digest: str, zone: str):
+    from google.cloud import compute_v1
+
+    labels = {**s["labels"], CLUSTER_LABEL: ctx.cluster, GROUP_LABEL: group_name,
+              DIGEST_LABEL: settings_digest}
+    if ctx.spec.get("ttl_hours"):  # expiry = creationTimestamp + this; not in the digest
+        labels[TTL_LABEL] = str(ctx.spec["ttl_hours"])
+    image = s["image"]
+    image_project = image.get("project") or ctx.project  # an image by name may be the project's own
+    source = (f"projects/{image_project}/global/images/family/{image['family']}"
+              if image.get("family") else f"projects/{image_project}/global/images/{image['name']}")
+    accelerator = s.get("accelerator") or {}
+    has_gpu = bool(accelerator) or s["machine_type"].startswith(IMPLICIT_GPU_FAMILIES)
+    explicit = accelerator and not s["machine_type"].startswith(IMPLICIT_GPU_FAMILIES)
+    scheduling = compute_v1.Scheduling(
+        # GPU VMs cannot live-migrate: GCE rejects them unless maintenance terminates them.
+        on_host_maintenance="TERMINATE" if has_gpu else "MIGRATE",
+        automatic_restart=not s["spot"],
+        **({"provisioning_model": "SPOT", "instance_termination_action": "STOP"} if s["spot"] else {}))
+    return compute_v1.InstanceProperties(
+        machine_type=s["machine_type"],
+        labels=labels,
+        tags=compute_v1.Tags(items=list(dict.fromkeys([*s["tags"], network.cluster_tag(ctx.cluster)]))),
+        metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=str(v))
+                                            for k, v in sorted(ComputeProvider._metadata(ctx, s).items())]),
+        guest_accelerators=[compute_v1.AcceleratorConfig(
+            accelerator_type=accelerator["type"], accelerator_count=accelerator["count"])]
+        if explicit else [],
+        disks=[compute_v1.AttachedDisk(
+            boot=True, auto_delete=True,
+            initialize_params=compute_v1.AttachedDiskInitializeParams(
+                source_image=source, disk_size_gb=s["disk"]["size_gb"],
+                disk_type=s["disk"]["type"], labels=labels))],
+        network_interfaces=[compute_v1.NetworkInterface(
+            network=nic["network"], subnetwork=nic.get("subnetwork"), nic_type=nic.get("nic_type"),
+            access_configs=[compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")]
+            if nic["external"] else [])
+            for nic in network.interfaces(ctx.spec, zone)],
+        service_accounts=[compute_v1.ServiceAccount(**account)
+                          for account in service_account.instance_service_accounts(ctx.spec)],
+        scheduling=scheduling,
+        shielded_instance_config=compute_v1.ShieldedInstanceConfig(
+            enable_vtpm=True, enable_integrity_monitoring=True))
 
 
 @hookimpl

@@ -227,7 +227,7 @@ class MigProvider:
         client = ctx.clients.get(compute_v1.InstanceTemplatesClient)
         body = compute_v1.InstanceTemplate(
             name=resource.name, description=f"gcpgpu node group {resource.group} of {ctx.cluster}",
-            properties=compute.instance_properties(ctx, resource))
+            properties=compute.instance_properties(ctx, resource.group, ctx.spec["node_groups"][resource.group]))
         try:
             operation = client.insert(request=_with_request_id(
                 {"project": ctx.project, "instance_template_resource": body}, resource), retry=retry_policy())

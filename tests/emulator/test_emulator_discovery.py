@@ -14,6 +14,7 @@ from emulator_helpers import PROJECT, ZONE, bulk_insert, gpu_instance, gpu_prope
 from google.cloud import compute_v1
 from test_emulator_admin import http
 
+from gcpgpu.emulator.compute_networks import ROUTES as NETWORK_ROUTES
 from gcpgpu.emulator.routes import ROUTES
 
 googleapiclient = pytest.importorskip("googleapiclient", reason="google-api-python-client not installed")
@@ -36,7 +37,7 @@ def _discovery_methods(resources: dict) -> dict[str, dict]:
 METHODS = _discovery_methods(DISCOVERY["resources"])
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.method_id)
+@pytest.mark.parametrize("route", ROUTES + NETWORK_ROUTES, ids=lambda r: r.method_id)
 def test_every_route_is_a_discovery_method(route):
     method = METHODS.get(route.method_id)
     assert method is not None, f"{route.method_id} is not in the discovery document"
