@@ -88,8 +88,12 @@ def test_status_charges_stopped_nodes_their_disks_only_and_ls_lists_the_cluster(
     workers = {row["group"]: row for row in data["cost"]}["workers"]
     assert workers["hourly"] == pytest.approx(per_node["workers"][0] + per_node["workers"][1], rel=1e-4)
 
+    from gcpgpu.state import ClusterState, default_state_root
+
+    recorded = ClusterState(default_state_root(), "demo-project", "priced").resources
+    assert sum(key.startswith("instance/") for key in recorded) == 6
     listed = json.loads(run(emu, "ls", "--json"))["clusters"]
-    assert [(c["cluster"], c["resources"]) for c in listed] == [("priced", 6)]
+    assert [(c["cluster"], c["resources"]) for c in listed] == [("priced", len(recorded))]
     assert listed[0]["spec"] == str(spec.resolve())
     run(emu, "down", str(spec))
     assert json.loads(run(emu, "ls", "--json"))["clusters"] == []

@@ -46,8 +46,9 @@ def gcpgpu(emu, *args, expect=0):
 
 
 def plan(emu, spec) -> list[tuple[str, str, str]]:
+    """The plan's rows for VMs and groups (the cluster's service account has rows of its own)."""
     rows = json.loads(gcpgpu(emu, "plan", str(spec), "--json").output)["changes"]
-    return sorted((r["action"], r["kind"], r["name"]) for r in rows)
+    return sorted((r["action"], r["kind"], r["name"]) for r in rows if r["provider"] in ("mig", "compute"))
 
 
 def instances(emu) -> list[dict]:

@@ -275,9 +275,9 @@ def test_mig_provider_requests_match_discovery_schemas():
     spec = validate_spec({"name": "demo", "project": PROJECT, "node_groups": {"w": {
         "provider": "mig", "count": 2, "spot": True, "regional": True}}}, Plugins())
     cluster = Cluster(spec, Plugins(), clients=None, state=None)
-    template, group = cluster.desired()
+    template, group = [r for r in cluster.desired() if r.provider == "mig"]
     body = compute_v1.InstanceTemplate(name=template.name, properties=compute.instance_properties(
-        cluster.context(), template))
+        cluster.context(), template.group, spec["node_groups"][template.group]))
     manager = compute_v1.InstanceGroupManager(name=group.name, target_size=2, update_policy=_rolling_policy(
         group.body), instance_template=f"projects/{PROJECT}/global/instanceTemplates/{template.name}")
     assert schema_problems(json.loads(compute_v1.InstanceTemplate.to_json(body)), SCHEMAS["InstanceTemplate"]) == []
