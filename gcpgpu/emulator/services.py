@@ -14,7 +14,20 @@ from __future__ import annotations
 
 from typing import Callable
 
-SERVICE_FACTORIES: list[Callable] = []
+
+def _filestore(emulator):
+    from .filestore import FilestoreService  # imported late: it uses server.Call
+
+    return FilestoreService(emulator)
+
+
+def _storage(emulator):
+    from .storage import StorageService
+
+    return StorageService(emulator)
+
+
+SERVICE_FACTORIES: list[Callable] = [_filestore, _storage]
 
 
 def build_services(emulator) -> list:
