@@ -201,7 +201,7 @@ class StorageService:
 
     def _list_objects(self, params, query, body) -> dict:
         self._bucket(params["bucket"])
-        every = query.get("versions") == "true"
+        every = str(query.get("versions", "")).lower() == "true"
         items = [o for o in self.objects.get(params["bucket"], []) if every or "timeDeleted" not in o]
         start = int(query.get("pageToken") or 0)
         size = int(query.get("maxResults") or 1000)
