@@ -64,4 +64,5 @@ def gcsfuse_mount(mount: dict) -> dict:
     options += [o for o in mount["options"] if o not in options]
     if "ro" in options:
         options.remove("rw")
-    return {"bucket": mount["bucket"], "path": mount["path"], "options": ",".join(options)}
+    return {"bucket": mount["bucket"], "path": mount["path"], "options": ",".join(options),
+            "cache_dir": mount["cache_dir"]}
