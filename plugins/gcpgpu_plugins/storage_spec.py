@@ -34,9 +34,12 @@ BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
 SHARE_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 MAX_NAME = 63
 
-_PATH = {"type": "string", "pattern": "^/", "description": "Absolute mount path on every node."}
+_PATH = {"type": "string", "pattern": "^/\\S*$",
+         "description": "Absolute mount path on every node, without spaces."}
+# Items are a string or a mapping: object keywords ignore strings, so no anyOf (whose errors
+# would name the wrong branch).
 NFS_SHARE = {
-    "type": "object",
+    "type": ["string", "object"],
     "additionalProperties": False,
     "required": ["path"],
     "properties": {
@@ -59,7 +62,7 @@ NFS_SHARE = {
     },
 }
 GCS_MOUNT = {
-    "type": "object",
+    "type": ["string", "object"],
     "additionalProperties": False,
     "required": ["bucket", "path"],
     "properties": {
@@ -99,15 +102,13 @@ SCHEMA = {
             "nfs": {
                 "description": "Filestore shares, one instance each, mounted on every node. Also "
                                "takes NFS_FILESHARE_LIST strings: '/mnt/data:BASIC_SSD[:2560],...'.",
-                "anyOf": [{"type": "string"},
-                          {"type": "array", "items": {"anyOf": [{"type": "string"}, NFS_SHARE]}}],
+                "type": ["string", "array"], "items": NFS_SHARE,
                 "default": [],
             },
             "gcs": {
                 "description": "Cloud Storage buckets mounted with gcsfuse on every node. Also takes "
                                "GCS_MOUNT_LIST strings: 'bucket:/mnt/path,...'.",
-                "anyOf": [{"type": "string"},
-                          {"type": "array", "items": {"anyOf": [{"type": "string"}, GCS_MOUNT]}}],
+                "type": ["string", "array"], "items": GCS_MOUNT,
                 "default": [],
             },
         },
@@ -239,7 +240,7 @@ def _check_path(path, where: str, paths: dict[str, str]) -> list[Problem]:
     if not isinstance(path, str):
         return []
     if not path.startswith("/"):
-        return [Problem(where, f"mount path '{path}' is not absolute", f"e.g. '/mnt/{path.strip('/')}'")]
+        return [Problem(where, f"mount path '{path}' is not absolute", f"e.g. '/{path}'")]
     normal = posixpath.normpath(path)
     if normal != path:
         return [Problem(where, f"mount path '{path}' is not in normal form", f"write '{normal}'")]
