@@ -86,12 +86,13 @@ class FilestoreProvider:
         from google.api_core import exceptions
         from google.cloud import filestore_v1
 
-        request = filestore_v1.ListInstancesRequest(
-            parent=f"projects/{ctx.project}/locations/-",
-            filter=f'labels.{CLUSTER_LABEL}="{ctx.cluster}"')
+        # Every location at once ("-"); the label test is done here, which does not depend on
+        # how the list filter treats '-' in label keys (a project has few instances).
+        request = filestore_v1.ListInstancesRequest(parent=f"projects/{ctx.project}/locations/-")
         try:
-            instances = list(self._client(ctx).list_instances(request=request, retry=retry_policy()))
-        except exceptions.PermissionDenied as error:
+            instances = [i for i in self._client(ctx).list_instances(request=request, retry=retry_policy())
+                         if i.labels.get(CLUSTER_LABEL) == ctx.cluster]
+        except exceptions.Forbidden as error:  # PermissionDenied is one too
             if api_disabled(error):
                 return []
             raise

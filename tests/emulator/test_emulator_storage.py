@@ -238,3 +238,15 @@ def test_enterprise_share_lives_in_the_region(emu, tmp_path):
     gcpgpu(emu, "up", str(spec))
     assert "/locations/us-central1/instances/demo-mnt-e" in shares(emu)["demo-mnt-e"]["name"]
     assert {action for action, _, _ in plan_rows(emu, spec)} == {"keep"}
+
+
+def test_down_works_in_a_project_without_the_filestore_api(emu, tmp_path):
+    spec = tmp_path / "demo.yaml"
+    spec.write_text(BASE)
+    gcpgpu(emu, "up", str(spec))
+    service(emu, FilestoreService).inject_fault(
+        "file.projects.locations.instances.list", 403,
+        "Cloud Filestore API has not been used in project demo-project before or it is disabled. "
+        "[reason: SERVICE_DISABLED]")
+    gcpgpu(emu, "down", str(spec))  # `down` looks at every provider; nothing of ours can be there
+    assert [i for i in emu.instances() if i.get("labels", {}).get("gcpgpu-cluster") == "demo"] == []
