@@ -32,8 +32,14 @@ class StorageService:
         self.projects: dict[str, str] = {}  # bucket -> project
         self.policies: dict[str, dict] = {}
         self.objects: dict[str, list[dict]] = {}  # bucket -> every generation, live or noncurrent
+        self.faults: dict[str, list[ApiError]] = {}
 
     # ------------------------------------------------------------------ test controls
+
+    def inject_fault(self, method_id: str, http_status: int = 503, message: str = "injected") -> None:
+        """The next call of ``method_id`` (e.g. "storage.buckets.list") fails with that status."""
+        with self.lock:
+            self.faults.setdefault(method_id, []).append(ApiError(http_status, "injected", message))
 
     def put_object(self, bucket: str, name: str) -> dict:
         """Add an object (a new generation; the previous one turns noncurrent when versioned)."""
@@ -74,6 +80,9 @@ class StorageService:
         method_id, handler, params = route
         try:
             with self.lock:
+                pending = self.faults.get(method_id)
+                if pending:
+                    raise pending.pop(0)
                 status, payload = 200, handler(params, query, body)
         except ApiError as error:
             status, payload = error.http_status, error.body()

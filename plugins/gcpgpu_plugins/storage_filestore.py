@@ -95,7 +95,10 @@ class FilestoreProvider:
         except exceptions.Forbidden as error:  # PermissionDenied is one too
             if api_disabled(error):
                 return []
-            raise
+            if not nfs_shares(ctx.spec):  # e.g. `down` of a cluster without shares
+                ctx.log(f"Filestore instances not listed ({error}); this cluster declares none")
+                return []
+            raise GcpgpuError(f"cannot list the Filestore instances of {ctx.project}: {error}") from None
         return [self._resource(instance) for instance in instances]
 
     def _resource(self, instance) -> Resource:

@@ -71,9 +71,19 @@ class GcsProvider:
         return ctx.clients.get(storage.Client, project=ctx.project)
 
     def observe(self, ctx: Context) -> list[Resource]:
+        from google.api_core import exceptions
+
         # The JSON API cannot filter buckets by label: list the project's and keep ours.
-        return [self._resource(b) for b in self._client(ctx).list_buckets(project=ctx.project)
-                if (b.labels or {}).get(CLUSTER_LABEL) == ctx.cluster]
+        try:
+            return [self._resource(b) for b in self._client(ctx).list_buckets(project=ctx.project)
+                    if (b.labels or {}).get(CLUSTER_LABEL) == ctx.cluster]
+        except exceptions.Forbidden as error:
+            if created_buckets(ctx.spec):
+                raise GcpgpuError(f"cannot list the buckets of {ctx.project}: {error}") from None
+            # `down` looks at every provider: without storage rights, a cluster that declares
+            # no bucket to create must still come down.
+            ctx.log(f"buckets not listed ({error}); this cluster creates none")
+            return []
 
     def _resource(self, bucket) -> Resource:
         labels = dict(bucket.labels or {})
