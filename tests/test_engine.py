@@ -5,7 +5,7 @@ import pytest
 
 from gcpgpu.engine import ApplyError, Cluster
 from gcpgpu.errors import GcpgpuError
-from gcpgpu.plugins import Plugins, hookimpl
+from gcpgpu.plugins import Plugins, entry_point_names, hookimpl
 from gcpgpu.provider import Host, Resource
 from gcpgpu.state import ClusterState
 
@@ -57,8 +57,8 @@ class MemoryProvider:
 
 @pytest.fixture
 def provider(monkeypatch):
-    # `down` sweeps every provider: only this one may be loaded
-    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", "compute,mig,network,service_account")
+    # `down` sweeps every provider: only this one may be loaded.
+    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", ",".join(entry_point_names()))
     return MemoryProvider()
 
 

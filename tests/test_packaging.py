@@ -133,4 +133,4 @@ def test_blocked_plugin_is_reported_and_its_provider_unknown(plugin_venv, tmp_pa
     assert any(p["name"] == "localfile" and p["blocked"] for p in listed["plugins"])
     result = gcpgpu_cli(plugin_venv, "validate", str(write_spec(tmp_path / "c.yaml")), env=env)
     assert result.returncode == 2
-    assert "unknown provider 'localfile'; available: compute" in result.stderr
+    assert "unknown provider 'localfile'; available: compute, filestore, gcs" in result.stderr

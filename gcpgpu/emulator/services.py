@@ -27,7 +27,19 @@ def _iam(emulator):
     return IamService(emulator)
 
 
-SERVICE_FACTORIES: list[Callable] = [_compute_networks, _iam]
+def _filestore(emulator):
+    from .filestore import FilestoreService  # imported late: it uses server.Call
+
+    return FilestoreService(emulator)
+
+
+def _storage(emulator):
+    from .storage import StorageService
+
+    return StorageService(emulator)
+
+
+SERVICE_FACTORIES: list[Callable] = [_compute_networks, _iam, _filestore, _storage]
 
 
 def build_services(emulator) -> list:

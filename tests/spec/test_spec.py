@@ -227,7 +227,9 @@ def test_unknown_provider_without_the_test_plugin(tmp_path, monkeypatch):
         def gcpgpu_register_providers(self, register):
             register(type("P", (), {"name": "static"})())
 
-    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", "compute,mig,network,service_account")
+    from gcpgpu.plugins import entry_point_names
+
+    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", ",".join(entry_point_names()))  # only `Only`
     with pytest.raises(SpecError) as info:
         load_spec(write(tmp_path, "name: demo\nproject: p\n"), Plugins(extra=(Only(),)))
     assert [str(p) for p in info.value.problems] == [
