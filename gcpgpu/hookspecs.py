@@ -67,3 +67,16 @@ def gcpgpu_commands():
     cluster); ``gcpgpu.cli`` offers ``spec_argument``, ``configure_hosts`` and ``ssh_argv``.
     Keep Google and Ansible imports inside the command functions: ``gcpgpu --help`` lists them.
     """
+
+
+@hookspec
+def gcpgpu_after_configure(cluster, hosts, result):
+    """Look at a finished configuration run and return problems a person should act on.
+
+    ``result`` is the :class:`gcpgpu.configure.ConfigureResult`; ``result.custom_stats`` holds
+    what roles published with ``ansible.builtin.set_stats`` (``per_host: false``,
+    ``aggregate: true``: dicts keyed by host merge across hosts). Return a list of one-line
+    strings (empty when all is well); print any report of your own with ``gcpgpu.report.console``.
+    Called after every run, also with ``--check``, ``--tags`` or ``--limit``: say nothing when
+    your data is absent. ``gcpgpu up`` shows the problems instead of calling the cluster ready.
+    """
