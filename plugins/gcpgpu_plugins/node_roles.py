@@ -98,7 +98,8 @@ def health_rows(reports: dict) -> list[dict]:
     rows = []
     for node, r in sorted(reports.items()):
         temp = r.get("max_temperature_c")
-        found = r.get("found", 0) if r.get("driver", "-") != "-" else f"{r.get('pci', 0)} on PCI, no driver"
+        no_driver = r.get("driver", "-") == "-" and r.get("pci", 0)
+        found = f"{r['pci']} on PCI, no driver" if no_driver else r.get("found", 0)
         rows.append({"node": node, "GPUs expected/found": f"{r.get('expected', 0)}/{found}",
                      "driver": r.get("driver", "-"),
                      "ECC errors": "-" if r.get("ecc") is None else str(r["ecc"]),
