@@ -108,6 +108,9 @@ def rig(tmp_path, monkeypatch):
     emu.start()
     emu.bind_nodes(pool)
     monkeypatch.setenv("GCPGPU_ENDPOINT", emu.url)
+    from gcpgpu import report
+
+    monkeypatch.setattr(report.console, "width", 200)  # tables unwrapped, for the assertions
     try:
         yield emu, pool
     finally:
@@ -157,7 +160,7 @@ def test_up_reports_unhealthy_nodes_and_health_checks_again(rig, tmp_path):
     # A working (stand-in) driver: healthy; `gcpgpu health` runs the health role alone.
     stand_in_smi(pool.node("hl-gpu-0000"), temperature=47)
     healthy = gcpgpu("health", str(spec))
-    assert "problem:" not in healthy and "550.90.07" in healthy and "47 C" in healthy
+    assert "problem:" not in healthy and "550.90.07" in healthy and "47 C" in healthy, healthy
     # Hot: unhealthy, exit 1.
     stand_in_smi(pool.node("hl-gpu-0000"), temperature=96)
     hot = gcpgpu("health", str(spec), expect=1)
