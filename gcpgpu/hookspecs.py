@@ -56,6 +56,8 @@ def gcpgpu_plays(spec):
 
     Each dict is ``{"name": str, "hosts": str, "roles": [{"role": NAME, "vars": {...}}],
     "order": int}``; plays run in ascending ``order`` (core roles use 10-50).
+    A role's ``vars`` are checked against its ``meta/argument_specs.yml`` before anything runs;
+    add ``"fields": {variable: "cluster.yaml.path"}`` so a problem names the user's field.
     """
 
 
