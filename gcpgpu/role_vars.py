@@ -43,7 +43,7 @@ def variable_problems(role: str, name: str, value, options: dict, field: str | N
     if is_template(value):
         return []
     result = ArgumentSpecValidator({name: options[name]}).validate({name: value})
-    return [Problem(where, f"{error.msg}", source) for error in result.errors]
+    return [Problem(where, error.msg, source) for error in result.errors]
 
 
 def role_var_problems(plays: list[dict], roles_dir: Path) -> list[Problem]:

@@ -143,10 +143,9 @@ def health(session, spec_file, limit):
 
     Example: gcpgpu health cluster.yaml --limit workers
     """
-    import sys
-
     from gcpgpu.cli import configure_hosts
     from gcpgpu.configure import assemble_playbook
+    from gcpgpu.errors import GcpgpuError
 
     cluster = session.cluster(spec_file)
     cluster.spec["health"] = {**cluster.spec.get("health", {}), "enabled": True}
@@ -154,7 +153,7 @@ def health(session, spec_file, limit):
               for role in play["roles"]} - {"gpu_health"}
     result = configure_hosts(cluster, cluster.hosts(), limit=limit, skip_roles=tuple(sorted(others)))
     if result.problems:
-        sys.exit(1)
+        raise GcpgpuError(f"{len(result.problems)} problem(s): see the GPU health table above")
 
 
 @hookimpl
