@@ -173,8 +173,12 @@ def up(session, spec_file, configure):
         # Nothing changed: the plan's live view is current, no need to list again.
         hosts = cluster.hosts(None if the_plan.changes else the_plan.keep)
         report.summary(report.hosts_table(hosts, title=f"cluster {cluster.spec['name']}"))
-        if configure:
-            configure_hosts(cluster, hosts)
+        problems = configure_hosts(cluster, hosts).problems if configure else []
+    if problems:
+        report.summary(f"[yellow]cluster {cluster.spec['name']} is up but not ready: "
+                       f"{len(problems)} problem(s) listed above")
+    elif configure:
+        report.summary(f"[green]cluster {cluster.spec['name']} is ready")
     report.summary(report.how_to_connect(spec_file, hosts))
 
 
@@ -194,6 +198,10 @@ def configure_hosts(cluster, hosts, **options):
     with report.ConfigureDisplay(sorted(inventory.hostvars)) as display:
         result = run_playbook(cluster, inventory, event_handler=display, **options)
     report.console.print(report.recap_table(result))
+    result.problems = [p for found in cluster.plugins.hook.gcpgpu_after_configure(
+        cluster=cluster, hosts=running, result=result) for p in found or []]
+    for problem in result.problems:
+        report.summary(f"[yellow]problem: {problem}")
     if result.failed_hosts:
         details = "\n".join(f"  - {f['host']}: {f['task']}: {f['message']}" for f in result.failures)
         raise GcpgpuError(f"configuration failed on {', '.join(result.failed_hosts)} (other hosts "

@@ -13,6 +13,7 @@ import yaml
 
 from gcpgpu.errors import GcpgpuError
 from gcpgpu.resources import data_path
+from gcpgpu.role_vars import check_role_vars
 
 
 @dataclass
@@ -23,6 +24,8 @@ class ConfigureResult:
     unreachable: dict[str, int] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
     status: str = ""
+    custom_stats: dict = field(default_factory=dict)  # what roles published with set_stats
+    problems: list[str] = field(default_factory=list)  # from gcpgpu_after_configure hooks
 
     @property
     def failed_hosts(self) -> list[str]:
@@ -34,6 +37,7 @@ def assemble_playbook(spec: dict, plugins, skip_roles=()) -> list[dict]:
     facts (the minimal subset unless a play asks for more) are gathered once per play: Ansible's
     cost is per task and host, so fewer gathers is most of what makes 8 nodes cheap."""
     plays = [play for contributed in plugins.hook.gcpgpu_plays(spec=spec) for play in contributed or []]
+    check_role_vars(plays, data_path("roles"))
     playbook: list[dict] = []
     for play in sorted(plays, key=lambda p: (p.get("order", 50), p["name"])):
         roles = [{"role": r["role"], "tags": [r["role"], *r.get("tags", [])], **r.get("vars", {})}
@@ -77,6 +81,8 @@ def run_playbook(cluster, inventory, *, limit=None, tags=None, check=False, diff
             failure = failure_of(event)
             if failure:
                 result.failures.append(failure)
+            if event.get("event") == "playbook_on_stats":
+                result.custom_stats = event.get("event_data", {}).get("artifact_data") or {}
             if event_handler:
                 event_handler(event)
             return True  # ansible-runner drops the stats unless the handler returns True

@@ -212,10 +212,12 @@ class Cluster:
 
 def read_spec(path: str, plugins) -> dict:
     """The validated spec, remembering its directory (relative paths in it start there)."""
+    from gcpgpu.configure import assemble_playbook
     from gcpgpu.spec import load_spec
 
     spec = load_spec(path, plugins)
     spec["_base_dir"] = str(Path(path).resolve().parent)
+    assemble_playbook(spec, plugins)  # role variables are part of the spec: bad ones exit 2 now
     return spec
 
 

@@ -56,6 +56,8 @@ def gcpgpu_plays(spec):
 
     Each dict is ``{"name": str, "hosts": str, "roles": [{"role": NAME, "vars": {...}}],
     "order": int}``; plays run in ascending ``order`` (core roles use 10-50).
+    A role's ``vars`` are checked against its ``meta/argument_specs.yml`` before anything runs;
+    add ``"fields": {variable: "cluster.yaml.path"}`` so a problem names the user's field.
     """
 
 
@@ -76,4 +78,17 @@ def gcpgpu_prices(spec):
     ``{"group": node group (or e.g. "storage"), "item": what it is, "units": how many,
     "running": $/hour per unit while running, "stopped": $/hour per unit while stopped (disks),
     "per_host": True when a unit is one host of the group (status then counts live hosts)}``.
+    """
+
+
+@hookspec
+def gcpgpu_after_configure(cluster, hosts, result):
+    """Look at a finished configuration run and return problems a person should act on.
+
+    ``result`` is the :class:`gcpgpu.configure.ConfigureResult`; ``result.custom_stats`` holds
+    what roles published with ``ansible.builtin.set_stats`` (``per_host: false``,
+    ``aggregate: true``: dicts keyed by host merge across hosts). Return a list of one-line
+    strings (empty when all is well); print any report of your own with ``gcpgpu.report.console``.
+    Called after every run, also with ``--check``, ``--tags`` or ``--limit``: say nothing when
+    your data is absent. ``gcpgpu up`` shows the problems instead of calling the cluster ready.
     """
