@@ -47,6 +47,9 @@ class Host:
     gpus: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     hostvars: dict[str, Any] = field(default_factory=dict)
+    # How to log in when not as the cluster's user with the cluster's key (existing machines).
+    user: str = ""
+    identity_file: str = ""
 
 
 @dataclass
