@@ -127,7 +127,10 @@ def orchestrator_problems(spec: dict, schema: dict) -> list[Problem]:
     orchestrator = spec.get("orchestrator")
     kind = orchestrator.get("type") if isinstance(orchestrator, dict) else None
     known = sorted(orchestrator_types(schema))
-    if not isinstance(kind, str) or kind in known:
+    if kind is not None and not isinstance(kind, str):
+        return [Problem("orchestrator.type", f"expected a string, got {_kind(kind)} {_show(kind)}",
+                        "e.g. `type: " + (known[0] if known else "slurm") + "`")]
+    if kind is None or kind in known:
         return []
     guess = did_you_mean(kind, known)
     return [Problem("orchestrator.type",

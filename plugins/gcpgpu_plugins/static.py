@@ -62,7 +62,8 @@ SCHEMA_FRAGMENT = {
             },
         },
         "allOf": [{"if": {"required": ["provider"], "properties": {"provider": {"const": NAME}}},
-                   "then": {"required": ["hosts"]}}],
+                   "then": {"required": ["hosts"],  # the example is the hint when it is missing
+                            "properties": {"hosts": {"examples": [[{"address": "10.0.0.5"}]]}}}}],
     }
 }
 

@@ -227,7 +227,7 @@ def test_unknown_provider_without_the_test_plugin(tmp_path, monkeypatch):
         def gcpgpu_register_providers(self, register):
             register(type("P", (), {"name": "static"})())
 
-    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", "compute")
+    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", "compute,static")  # the real static provider
     with pytest.raises(SpecError) as info:
         load_spec(write(tmp_path, "name: demo\nproject: p\n"), Plugins(extra=(Only(),)))
     assert [str(p) for p in info.value.problems] == [
