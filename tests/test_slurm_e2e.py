@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gcpgpu.cli import cli, configure_hosts
+from gcpgpu.cli import cli
+from gcpgpu.configure import run_playbook
 from gcpgpu.emulator import Emulator
 from gcpgpu.emulator.nodes import NodePool, nodes_supported
 from gcpgpu.engine import open_cluster
+from gcpgpu.inventory import cluster_inventory
 from gcpgpu.plugins import Plugins
 
 USER = "alice"  # not the cluster's default user: static hosts log in as their own user
@@ -73,7 +75,7 @@ def nodes(tmp_path, monkeypatch, emu):
         pool.close()
 
 
-def write_spec(path: Path, ips: dict, key: Path, workers: int) -> Path:
+def write_spec(path: Path, ips: dict, key: Path, workers: int, max_time: str = "") -> Path:
     hosts = "\n".join(f"      - {{address: {ips[n]}, name: {n}, gpus: {GPUS}}}" for n in WORKERS)
     path.write_text(f"""name: slurmtest
 project: local-only
@@ -94,7 +96,8 @@ orchestrator:
   type: slurm
   controller_group: head
   gpu_device_prefix: {GPU_PREFIX}
-ssh: {{timeout_s: 30}}
+""" + (f"  partitions: {{workers: {{groups: [workers], options: {{MaxTime: '{max_time}'}}}}}}\n" if max_time else "")
+    + """ssh: {timeout_s: 30}
 """)
     return path
 
@@ -152,12 +155,23 @@ def test_slurm_on_static_hosts_runs_jobs_and_follows_a_count_change(nodes, emu, 
     assert munge_key.stat().st_mode & 0o777 == 0o400
     assert munge_key.read_bytes() == pool.node(CONTROLLER).path("/etc/munge/munge.key").read_bytes()
 
-    # Nothing to change on a second configure.
+    # A settings change is pushed with `scontrol reconfigure`: slurmctld keeps running, and
+    # nothing but slurm.conf changes on any host (the rest of the run is idempotent).
+    controller_pid = pool.node(CONTROLLER).path("/run/slurmctld.pid").read_text()
+    write_spec(spec, ips, key, workers=2, max_time="01:00:00")
     cluster = open_cluster(str(spec), Plugins(), emu.url)
-    again = configure_hosts(cluster, cluster.hosts())
-    assert sum(again.changed.values()) == 0, again.changed
+    events: list[dict] = []
+    result = run_playbook(cluster, cluster_inventory(cluster), event_handler=events.append)
+    assert result.status == "successful" and not result.failed_hosts, result.failures
+    changed = [(e["event_data"]["host"], e["event_data"]["task"]) for e in events
+               if e.get("event") == "runner_on_ok" and e["event_data"].get("res", {}).get("changed")]
+    assert sorted(task for _, task in changed) == ["Reconfigure Slurm"] + [
+        "Render slurm.conf and gres.conf from the inventory"] * 3, changed
+    assert "MaxTime=01:00:00" in on_controller(pool, "scontrol show partition workers")
+    assert pool.node(CONTROLLER).path("/run/slurmctld.pid").read_text() == controller_pid
 
-    # One more worker: configure renders it into slurm.conf everywhere and restarts the daemons.
+    # One more worker: configure renders it into slurm.conf everywhere and restarts the daemons
+    # (Slurm 22.05 adds nodes only on a restart).
     write_spec(spec, ips, key, workers=3)
     gcpgpu("configure", str(spec))
     conf = pool.node(CONTROLLER).path("/etc/slurm/slurm.conf").read_text()
