@@ -194,3 +194,9 @@ def test_slurm_conf_for_systemd_hosts(tmp_path):
     gres = (tmp_path / "gres.conf.j2").read_text()
     assert "NodeName=gpu-0 Name=gpu File=/dev/nvidia[0-7]" in gres
     assert "NodeName=gpu-1 Name=gpu File=/dev/nvidia0" in gres
+
+
+def test_the_example_is_valid():
+    spec = load_spec(REPO / "examples" / "slurm.yaml", Plugins())
+    assert slurm.partitions(spec, slurm.settings(spec)) == [
+        {"name": "gpu", "groups": ["workers"], "default": True, "options": {"MaxTime": "24:00:00"}}]
