@@ -263,7 +263,7 @@ def ssh_argv(cluster, host, command=(), interactive=False) -> list[str]:
     keys = cluster.keys.ensure()
     # An interactive session may prompt, e.g. for a ProxyCommand's credentials.
     options = keys.ssh_options(host, BatchMode="no" if interactive else "yes")
-    return ["ssh", *options, f"{keys.user}@{host.address}", *command]
+    return ["ssh", *options, f"{keys.login_user(host)}@{host.address}", *command]
 
 
 @cli.command("ssh-config")
@@ -279,7 +279,7 @@ def ssh_config(session, spec_file):
     keys = cluster.keys.ensure()
     blocks = []
     for host in cluster.hosts():
-        settings = {"HostName": host.address, "User": keys.user, **keys.ssh_settings(host)}
+        settings = {"HostName": host.address, "User": keys.login_user(host), **keys.ssh_settings(host)}
         for interactive_only in ("BatchMode", "ConnectTimeout"):  # editors such as VS Code may prompt
             settings.pop(interactive_only)
         blocks.append("\n".join([f"Host {host.name}", *(f"  {k} {v}" for k, v in settings.items())]))
@@ -366,8 +366,15 @@ def down(session, spec_file):
         with report.progress() as start_batch:
             cluster.apply(the_plan, start_batch)
         cluster.state.forget_spec()
-    report.summary(f"deleted {len(the_plan.delete)} resource(s); nothing of cluster "
-                   f"{cluster.spec['name']!r} is left")
+    # Hosts that exist without any resource of ours (existing machines) are not ours to delete.
+    existing = cluster.hosts([])
+    if existing:
+        report.summary(f"deleted {len(the_plan.delete)} resource(s); left alone: "
+                       f"{len(existing)} existing host(s) gcpgpu did not create "
+                       f"({', '.join(h.name for h in existing)}), still configured as they are")
+    else:
+        report.summary(f"deleted {len(the_plan.delete)} resource(s); nothing of cluster "
+                       f"{cluster.spec['name']!r} is left")
 
 
 @cli.command()

@@ -18,6 +18,8 @@ def gcpgpu_schema():
     ``"cluster"``: ``{"properties": {...}, "$defs": {...}}`` merged into the top level;
     ``"node_group"``: ``{"properties": {...}, "allOf": [...]}`` merged into every node group
     (``allOf`` if/then rules give defaults that depend on another field).
+    An orchestrator plugin adds ``gcpgpu.spec.orchestrator_rule(TYPE, schema)`` to the cluster
+    ``allOf``: its keys of ``orchestrator: {type: TYPE, ...}``.
     Give every property a ``description`` and, where there is one, a ``default``: the defaults are
     filled into the loaded spec.
     """

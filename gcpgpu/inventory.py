@@ -70,8 +70,8 @@ def _hostvars(spec: dict, host, keys) -> dict:
     return {
         **instance,
         "ansible_host": host.address,
-        "ansible_user": keys.user,
-        "ansible_ssh_private_key_file": str(keys.private_key),
+        "ansible_user": keys.login_user(host),
+        "ansible_ssh_private_key_file": str(keys.identity(host)),
         "ansible_ssh_common_args": " ".join(ssh_args),
         "ansible_python_interpreter": "/usr/bin/python3",
         "gcpgpu_cluster": spec["name"],

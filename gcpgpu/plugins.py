@@ -20,6 +20,7 @@ class Plugins:
 
     def __init__(self, extra: tuple = ()):
         self._extra = extra
+        self._dists: dict = {}  # entry-point name -> distribution
 
     @cached_property
     def manager(self) -> pluggy.PluginManager:
@@ -27,7 +28,13 @@ class Plugins:
         pm.add_hookspecs(hookspecs)
         for name in blocked_plugins():
             pm.set_blocked(name)
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        # One copy per distribution, the one Python imports (importlib.metadata deduplicates): a
+        # venv's editable install may shadow another copy in the system site-packages, whose
+        # entry points (pluggy's load_setuptools_entrypoints reads every copy) may not import.
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if not pm.is_blocked(ep.name) and pm.get_plugin(ep.name) is None:
+                pm.register(ep.load(), name=ep.name)
+                self._dists[ep.name] = ep.dist
         for plugin in self._extra:
             pm.register(plugin)
         return pm
@@ -58,16 +65,15 @@ class Plugins:
     def describe(self) -> list[dict]:
         """Name, distribution, version and hooks of each loaded plugin (for `gcpgpu plugins`)."""
         pm = self.manager
-        dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
         rows = []
         for name, plugin in pm.list_name_plugin():
             if plugin is None:  # blocked
                 rows.append({"name": name, "package": "", "version": "", "hooks": [], "blocked": True})
                 continue
-            dist = dists.get(id(plugin))
+            dist = self._dists.get(name)
             rows.append({
                 "name": name,
-                "package": dist.project_name if dist else "",
+                "package": dist.metadata["Name"] if dist else "",
                 "version": dist.version if dist else "",
                 "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
                 "blocked": False,

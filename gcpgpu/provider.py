@@ -49,6 +49,9 @@ class Host:
     hostvars: dict[str, Any] = field(default_factory=dict)
     provider: str = ""  # set by the engine: the provider that serves this host
     preemptible: bool = False  # spot/preemptible: may be TERMINATED by the cloud at any time
+    # How to log in when not as the cluster's user with the cluster's key (existing machines).
+    user: str = ""
+    identity_file: str = ""
 
 
 @dataclass

@@ -90,7 +90,53 @@ def build_schema(plugins) -> dict:
                 schema["$defs"][name] = copy.deepcopy(sub)
             if piece.get("allOf"):
                 target.setdefault("allOf", []).extend(copy.deepcopy(piece["allOf"]))
+    types = orchestrator_types(schema)
+    if len(types) != len(set(types)):
+        raise GcpgpuError(f"two plugins define the same orchestrator type: {', '.join(types)}")
     return schema
+
+
+def orchestrator_rule(kind: str, schema: dict) -> dict:
+    """The cluster-level ``allOf`` rule an orchestrator plugin contributes: when
+    ``orchestrator.type`` is ``kind``, the other keys of ``orchestrator`` follow ``schema`` (an
+    object schema; keys it does not define are refused). The core schema leaves ``type`` open, so
+    each orchestrator plugin adds its own type without closing the list for the others."""
+    then = copy.deepcopy(schema)
+    then.setdefault("type", "object")
+    then.setdefault("additionalProperties", False)
+    then["properties"] = {"type": {"const": kind, "description": "Orchestrator type."},
+                          **then.get("properties", {})}
+    return {"if": {"required": ["orchestrator"],
+                   "properties": {"orchestrator": {"required": ["type"],
+                                                   "properties": {"type": {"const": kind}}}}},
+            "then": {"properties": {"orchestrator": then}}}
+
+
+def orchestrator_types(schema: dict) -> list[str]:
+    """The orchestrator types the merged schema has a rule for (see orchestrator_rule)."""
+    types = []
+    for rule in schema.get("allOf", []):
+        try:
+            types.append(rule["if"]["properties"]["orchestrator"]["properties"]["type"]["const"])
+        except (KeyError, TypeError):
+            continue
+    return types
+
+
+def orchestrator_problems(spec: dict, schema: dict) -> list[Problem]:
+    orchestrator = spec.get("orchestrator")
+    kind = orchestrator.get("type") if isinstance(orchestrator, dict) else None
+    known = sorted(orchestrator_types(schema))
+    if kind is not None and not isinstance(kind, str):
+        return [Problem("orchestrator.type", f"expected a string, got {_kind(kind)} {_show(kind)}",
+                        "e.g. `type: " + (known[0] if known else "slurm") + "`")]
+    if kind is None or kind in known:
+        return []
+    guess = did_you_mean(kind, known)
+    return [Problem("orchestrator.type",
+                    f"unknown orchestrator type '{kind}'; available: {', '.join(known) or 'none'}",
+                    f"did you mean '{guess}'?" if guess
+                    else "install the plugin that offers it; `gcpgpu plugins` lists them")]
 
 
 def _extend_with_default(validator_class):
@@ -639,6 +685,7 @@ def validate_spec(data: dict, plugins, source: str = "<spec>", lines: _Lines | N
     problems += _schema_problems(errors, schema)
     problems += core_problems(data)
     problems += provider_problems(data, plugins)
+    problems += orchestrator_problems(data, schema)
     try:
         for result in plugins.hook.gcpgpu_validate(spec=data):
             problems.extend(result or [])

@@ -85,10 +85,19 @@ class ClusterKeys:
         """The `ssh-keys` metadata line the guest agent turns into a user with this key."""
         return f"{self.user}:{self.public_key}"
 
+    def login_user(self, host) -> str:
+        """The host's own login user (an existing machine's), else the cluster's."""
+        return getattr(host, "user", "") or self.user
+
+    def identity(self, host) -> Path:
+        """The host's own private key (an existing machine's), else the cluster's."""
+        own = getattr(host, "identity_file", "")
+        return Path(own).expanduser() if own else self.private_key
+
     def ssh_settings(self, host) -> dict[str, str]:
-        """OpenSSH settings for a host: our key, our known_hosts pinned per instance id, and the
+        """OpenSSH settings for a host: its key, our known_hosts pinned per instance id, and the
         optional ProxyCommand. The one source for `gcpgpu ssh`, ssh-config and the inventory."""
-        settings = {"IdentityFile": str(self.private_key), "IdentitiesOnly": "yes",
+        settings = {"IdentityFile": str(self.identity(host)), "IdentitiesOnly": "yes",
                     "UserKnownHostsFile": str(self.known_hosts),
                     "HostKeyAlias": host_alias(host.instance_id, host.name),
                     "StrictHostKeyChecking": "accept-new", "BatchMode": "yes", "ConnectTimeout": "10"}
@@ -144,8 +153,8 @@ def _wait_one(keys: ClusterKeys, host, deadline_s: float) -> str | None:
     deadline = time.monotonic() + deadline_s
     last_error = "no attempt"
     while time.monotonic() < deadline:
-        connection = Connection(host.address, user=keys.user, connect_timeout=5,
-                                connect_kwargs={"key_filename": str(keys.private_key),
+        connection = Connection(host.address, user=keys.login_user(host), connect_timeout=5,
+                                connect_kwargs={"key_filename": str(keys.identity(host)),
                                                 "look_for_keys": False, "allow_agent": False})
         connection.client.set_missing_host_key_policy(
             PinnedHostKeyPolicy(keys.known_hosts, host_alias(host.instance_id, host.name)))
