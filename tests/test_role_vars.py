@@ -92,8 +92,8 @@ def test_cli_validate_exits_2_on_bad_role_vars(tmp_path, monkeypatch):
     from gcpgpu import cli as cli_module
 
     class WithBadPlays(cli_module.Session):
-        def __init__(self, endpoint):
-            super().__init__(endpoint)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
             self.plugins = Plugins(extra=(BadPlays(),))
 
     monkeypatch.setattr(cli_module, "Session", WithBadPlays)

@@ -18,6 +18,8 @@ from gcpgpu.plugins import hookimpl
 from gcpgpu.provider import Context, Resource
 from gcpgpu_plugins.gcp import digest, is_transient, service_account_email
 
+VM_PROVIDERS = {"compute", "mig"}  # their VMs run as the cluster's account
+
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 OPS_AGENT_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
 IAM_ENDPOINT = "https://iam.googleapis.com"
@@ -132,6 +134,8 @@ class ServiceAccountProvider:
         return []
 
     def cluster_resources(self, spec: dict) -> list[Resource]:
+        if not any(g.get("provider") in VM_PROVIDERS for g in spec["node_groups"].values()):
+            return []  # no VM of ours to attach it to (existing machines, GKE only)
         email = service_account_email(spec)
         account = Resource(provider=self.name, kind=ACCOUNT, name=email, group="", location="global",
                            digest=digest({"email": email}), stage=20)
