@@ -35,7 +35,7 @@ def plan_table(plan) -> Table:
     table = Table(title="plan")
     for column in ("action", "kind", "name", "group", "location"):
         table.add_column(column)
-    styles = {"create": "green", "replace": "yellow", "delete": "red", "keep": "dim"}
+    styles = {"create": "green", "update": "cyan", "replace": "yellow", "delete": "red", "keep": "dim"}
     for row in plan.rows():
         table.add_row(*(row[c] for c in ("action", "kind", "name", "group", "location")),
                       style=styles[row["action"]])
@@ -43,8 +43,9 @@ def plan_table(plan) -> Table:
 
 
 def plan_summary(plan) -> str:
-    return (f"{len(plan.create)} to create, {len(plan.replace)} to replace, "
-            f"{len(plan.delete) - len(plan.replace)} to delete, {len(plan.keep)} unchanged")
+    return (f"{len(plan.create)} to create, {len(plan.update)} to update in place, "
+            f"{len(plan.replace)} to replace, {len(plan.delete) - len(plan.replace)} to delete, "
+            f"{len(plan.keep)} unchanged")
 
 
 def host_rows(hosts) -> list[dict]:

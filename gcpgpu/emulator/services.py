@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-SERVICE_FACTORIES: list[Callable] = []
+from .gke import GkeService
+
+SERVICE_FACTORIES: list[Callable] = [
+    GkeService,
+]
 
 
 def build_services(emulator) -> list:
