@@ -72,4 +72,4 @@ def test_plugins_lists_builtin_plugins_with_hooks():
     data = json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).output)
     names = {p["name"]: p for p in data["plugins"]}
     assert {"compute", "node_setup"} <= set(names)
-    assert "gcpgpu_plays" in names["node_setup"]["hooks"] and data["providers"] == ["compute"]
+    assert "gcpgpu_plays" in names["node_setup"]["hooks"] and {"compute", "gke"} <= set(data["providers"])

@@ -5,7 +5,7 @@ import pytest
 
 from gcpgpu.engine import ApplyError, Cluster
 from gcpgpu.errors import GcpgpuError
-from gcpgpu.plugins import Plugins, hookimpl
+from gcpgpu.plugins import Plugins, entry_point_names, hookimpl
 from gcpgpu.provider import Host, Resource
 from gcpgpu.state import ClusterState
 
@@ -57,7 +57,8 @@ class MemoryProvider:
 
 @pytest.fixture
 def provider(monkeypatch):
-    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", "compute")  # `down` sweeps every provider
+    # `down` sweeps every provider: only this in-memory one may answer (no clients here).
+    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", ",".join(entry_point_names()))
     return MemoryProvider()
 
 

@@ -101,7 +101,7 @@ class GkeProvider:
 
         try:
             listed = client(ctx).list_clusters(parent=f"projects/{ctx.project}/locations/-", retry=retry_policy())
-        except exceptions.PermissionDenied as error:
+        except exceptions.Forbidden as error:
             if _api_disabled(error):
                 return []  # Kubernetes Engine API off in this project: it has no clusters
             raise
@@ -154,7 +154,7 @@ class GkeProvider:
                 operation = client(ctx).create_cluster(parent=parent, cluster=self._cluster_body(ctx, resource),
                                                        retry=retry_policy())
                 wait(ctx, resource.location, operation)
-            except exceptions.AlreadyExists:
+            except exceptions.Conflict:  # HTTP 409 (AlreadyExists is its gRPC twin)
                 self._adopt_cluster(ctx, resource)
         if ctx.spec["gke"]["kubeconfig"]:
             write_kubeconfig(ctx, resource.location)
@@ -207,7 +207,7 @@ class GkeProvider:
         with _cluster_locks[parent.rsplit("/clusters/", 1)[0]]:
             try:
                 operation = client(ctx).create_node_pool(parent=parent, node_pool=pool, retry=retry_policy())
-            except exceptions.AlreadyExists:
+            except exceptions.Conflict:  # HTTP 409 (AlreadyExists is its gRPC twin)
                 raise GcpgpuError(f"node pool {resource.name} exists in GKE cluster {ctx.cluster} but is not "
                                   f"labelled {GROUP_LABEL}={resource.group}; delete it") from None
             wait(ctx, resource.location, operation)
