@@ -234,3 +234,36 @@ def test_invalid_gke_settings_exit_2_before_any_call(emu, path):
 
 def test_there_are_invalid_examples():
     assert len(INVALID) >= 8
+
+
+def test_a_regional_cluster_spreads_every_pool_over_its_zones(emu, tmp_path):
+    body = ("gke: {location: us-central1, node_locations: [us-central1-a, us-central1-b]}\n"
+            + SPEC.split("\n", 2)[2])
+    gcpgpu(emu, "up", write_spec(tmp_path, body))
+    [cluster] = live_clusters(emu)
+    assert cluster.location == "us-central1" and list(cluster.locations) == ["us-central1-a", "us-central1-b"]
+    assert cluster.current_node_count == 1 * 2 + 2 * 1 * 2  # system pool + two GPU pools, per zone
+
+
+def test_every_gke_setting_is_documented_with_a_description():
+    from gcpgpu.plugins import Plugins
+    from gcpgpu.spec import build_schema
+
+    schema = build_schema(Plugins())
+    cluster = schema["properties"]["gke"]
+    pools = schema["$defs"]["gke_node_pools"]
+    for part in (cluster, pools, cluster["properties"]["system_pool"]):
+        assert part["description"] and part["additionalProperties"] is False
+        for name, prop in part["properties"].items():
+            assert prop.get("description"), name
+
+
+def test_an_api_refusal_is_reported_and_a_rerun_converges(emu, tmp_path):
+    spec = write_spec(tmp_path)
+    emu.inject_fault("container.projects.locations.clusters.nodePools.create", "badRequest", http_status=400,
+                     message="Node pools of this shape are not allowed by an organization policy.")
+    result = gcpgpu(emu, "up", spec, expect=1)
+    assert "GKE refused to create gke-node-pool train-" in result.output
+    assert "organization policy" in result.output
+    gcpgpu(emu, "up", spec)
+    assert sorted(pools(emu)) == ["system", "train-0", "train-1"]

@@ -311,8 +311,9 @@ class GkeService:
         self._check_private(spec.get("privateClusterConfig") or {})
         self._check_networks(spec.get("masterAuthorizedNetworksConfig") or {})
         zones = spec.get("locations") or self._default_zones(location)
+        region = location if location in catalog.REGION_DESCRIPTIONS else catalog.region_of(location)
         for zone in zones:
-            if catalog.region_of(zone) != catalog.region_of(location) or zone not in catalog.ZONE_ACCELERATORS:
+            if catalog.region_of(zone) != region or zone not in catalog.ZONE_ACCELERATORS:
                 raise invalid(f"Invalid value for field \"cluster.locations\": zone \"{zone}\" is not in {location}.")
         pool_specs = spec.get("nodePools") or []
         if not pool_specs:

@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import defaultdict
@@ -139,10 +140,11 @@ class GkeProvider:
 
     def create(self, ctx: Context, resources: list[Resource]) -> None:
         for resource in resources:
-            if resource.kind == CLUSTER_KIND:
-                self._create_cluster(ctx, resource)
-            else:
-                self._create_pool(ctx, resource)
+            with api_errors(f"create {resource.kind} {resource.name}"):
+                if resource.kind == CLUSTER_KIND:
+                    self._create_cluster(ctx, resource)
+                else:
+                    self._create_pool(ctx, resource)
             ctx.progress(1)
 
     def _create_cluster(self, ctx: Context, resource: Resource) -> None:
@@ -217,7 +219,7 @@ class GkeProvider:
 
         for resource in resources:
             parent = f"projects/{ctx.project}/locations/{resource.location}"
-            with _cluster_locks[parent]:
+            with api_errors(f"update {resource.kind} {resource.name}"), _cluster_locks[parent]:
                 if resource.kind == CLUSTER_KIND:
                     request = gke.UpdateClusterRequest(name=cluster_path(ctx, resource.location), update=gke.ClusterUpdate(
                         desired_master_authorized_networks_config=authorized_networks(
@@ -237,7 +239,8 @@ class GkeProvider:
 
         for resource in resources:
             name = cluster_path(ctx, resource.location, resource.name if resource.kind == CLUSTER_KIND else None)
-            with _cluster_locks[name.rsplit("/clusters/", 1)[0]]:
+            with api_errors(f"delete {resource.kind} {resource.name}"), \
+                    _cluster_locks[name.rsplit("/clusters/", 1)[0]]:
                 try:
                     if resource.kind == CLUSTER_KIND:
                         operation = client(ctx).delete_cluster(name=name, retry=retry_policy())
@@ -297,6 +300,17 @@ def node_config(ctx: Context, s: dict, extra_labels: dict):
             gpu_driver_installation_config=gke.GPUDriverInstallationConfig(
                 gpu_driver_version=gke.GPUDriverInstallationConfig.GPUDriverVersion[driver]))]
         if accelerator else [])
+
+
+@contextlib.contextmanager
+def api_errors(what: str):
+    """An API refusal (bad request, permission, quota) as a GcpgpuError the engine reports."""
+    from google.api_core import exceptions
+
+    try:
+        yield
+    except exceptions.GoogleAPICallError as error:
+        raise GcpgpuError(f"GKE refused to {what}: {error.message or error}") from None
 
 
 def _busy(error: Exception) -> bool:
