@@ -66,11 +66,12 @@ def plan(emu, spec) -> dict[str, str]:
     return actions
 
 
-def live_clusters(emu) -> list[container_v1.Cluster]:
+def live_clusters(emu, name: str = "demo", project: str = PROJECT) -> list[container_v1.Cluster]:
+    """Clusters labelled as the gcpgpu cluster's, in every location, as the API lists them."""
     client = container_v1.ClusterManagerClient(transport="rest", credentials=AnonymousCredentials(),
                                                client_options=ClientOptions(api_endpoint=emu.url))
-    found = client.list_clusters(parent=f"projects/{PROJECT}/locations/-").clusters
-    return [c for c in found if c.resource_labels.get("gcpgpu-cluster") == "demo"]
+    found = client.list_clusters(parent=f"projects/{project}/locations/-").clusters
+    return [c for c in found if c.resource_labels.get("gcpgpu-cluster") == name]
 
 
 def pools(emu) -> dict[str, container_v1.NodePool]:
@@ -267,3 +268,13 @@ def test_an_api_refusal_is_reported_and_a_rerun_converges(emu, tmp_path):
     assert "organization policy" in result.output
     gcpgpu(emu, "up", spec)
     assert sorted(pools(emu)) == ["system", "train-0", "train-1"]
+
+
+def test_the_example_comes_up_and_goes_down(emu):
+    example = str(Path(__file__).parents[1] / "examples" / "gke.yaml")
+    gcpgpu(emu, "up", example)
+    assert set(plan(emu, example).values()) == {"keep"}
+    [cluster] = live_clusters(emu, "llm", "my-project")
+    assert sorted(p.name for p in cluster.node_pools) == ["a100-0", "a100-1", "system", "t4-0"]
+    gcpgpu(emu, "down", example)
+    assert live_clusters(emu, "llm", "my-project") == []

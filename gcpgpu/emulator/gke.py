@@ -463,8 +463,9 @@ class GkeService:
         if spec.bundled_gpu and (gpu_type, count) != (spec.bundled_gpu, spec.bundled_gpu_count):
             raise invalid(f"Machine type {machine} comes with {spec.bundled_gpu_count} x {spec.bundled_gpu}; "
                           f"got {count} x {gpu_type}.")
-        if not spec.bundled_gpu and not catalog.ACCELERATORS[gpu_type].n1_limits:
-            raise invalid(f"Accelerator {gpu_type} cannot be attached to machine type {machine}.")
+        if not spec.bundled_gpu and (not machine.startswith("n1-")
+                                     or count not in catalog.ACCELERATORS[gpu_type].n1_counts):
+            raise invalid(f"{count} x {gpu_type} cannot be attached to machine type {machine}.")
         return gpu_type, count
 
     @staticmethod

@@ -331,7 +331,7 @@ def retry_policy():
     from google.api_core.retry import Retry
 
     return Retry(predicate=lambda e: is_transient(e) or _busy(e), initial=1.0, maximum=30.0,
-                 multiplier=2.0, timeout=OPERATION_DEADLINE_S)
+                 multiplier=2.0, timeout=600.0)
 
 
 def wait(ctx: Context, location: str, operation):

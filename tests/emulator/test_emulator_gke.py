@@ -146,7 +146,10 @@ def test_requests_are_checked_like_gke_does(emu, cm):
         create_cluster(cm, gpu_pool(gpus=4))
     with pytest.raises(exceptions.BadRequest, match="does not exist in zone"):
         create_cluster(cm, gpu_pool(machine_type="n1-standard-8", accelerator="nvidia-tesla-p100", gpus=1))
-    wait(cm, create_cluster(cm))
+    with pytest.raises(exceptions.BadRequest, match="3 x nvidia-tesla-t4 cannot be attached"):
+        create_cluster(cm, gpu_pool(machine_type="n1-standard-8", accelerator="nvidia-tesla-t4", gpus=3))
+    t4 = gpu_pool(machine_type="n1-standard-8", accelerator="nvidia-tesla-t4", gpus=1)
+    assert not wait(cm, create_cluster(cm, t4)).error.message
     with pytest.raises(exceptions.Conflict, match="Already exists"):
         create_cluster(cm)
     with pytest.raises(exceptions.NotFound):
