@@ -162,13 +162,14 @@ class GkeProvider:
             write_kubeconfig(ctx, resource.location)
 
     def _adopt_cluster(self, ctx: Context, resource: Resource) -> None:
-        """A cluster of this name exists (a killed run made it?): ours only if labelled so."""
+        """A cluster of this name appeared since the plan looked: adopted if labelled ours and running."""
         existing = client(ctx).get_cluster(name=cluster_path(ctx, resource.location), retry=retry_policy())
         if dict(existing.resource_labels).get(CLUSTER_LABEL) != ctx.cluster:
             raise GcpgpuError(f"GKE cluster {resource.name} in {resource.location} exists but is not labelled "
                               f"{CLUSTER_LABEL}={ctx.cluster}; delete it or rename the cluster")
-        raise GcpgpuError(f"GKE cluster {resource.name} in {resource.location} is still being set up "
-                          f"(status {existing.status.name}); re-run when it is done")
+        if existing.status.name != "RUNNING":  # made by a run that was killed, still going
+            raise GcpgpuError(f"GKE cluster {resource.name} in {resource.location} is still being set up "
+                              f"(status {existing.status.name}); re-run when it is done")
 
     def _cluster_body(self, ctx: Context, resource: Resource):
         from google.cloud import container_v1 as gke
@@ -347,7 +348,8 @@ def wait(ctx: Context, location: str, operation):
         time.sleep(delay)
         delay = min(delay * 1.5, POLL_MAX_S)
         operation = client(ctx).get_operation(name=name, retry=retry_policy())
-    message = operation.error.message or (operation.status_message if operation.error.code else "")
+    # A failed operation carries google.rpc.Status in `error`; older ones only a statusMessage.
+    message = operation.error.message or operation.status_message
     if message:
         what = f"{operation.operation_type.name.lower().replace('_', ' ')} {operation.target_link.rsplit('/', 1)[-1]}"
         error = CapacityError if any(code in message for code in CAPACITY_CODES) else GcpgpuError
