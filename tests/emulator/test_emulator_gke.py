@@ -50,27 +50,34 @@ def create_cluster(cm, *pools, name="demo"):
                                                 config=gke.NodeConfig(machine_type="e2-standard-4"))]))
 
 
+def slow(emu) -> None:
+    """Operations started from now on take a minute: their in-progress state is certain to be seen."""
+    emu.state.latency = 60.0
+
+
 def test_cluster_is_provisioning_until_its_operation_is_done(emu, cm):
+    slow(emu)
     op = create_cluster(cm)
     assert op.status in (Status.PENDING, Status.RUNNING) and op.operation_type == gke.Operation.Type.CREATE_CLUSTER
     assert cm.get_cluster(name=CLUSTER).status == gke.Cluster.Status.PROVISIONING
-    done = wait(cm, op)
+    # One operation at a time per cluster, as GKE does.
+    with pytest.raises(exceptions.BadRequest, match="Please wait and try again"):
+        cm.create_node_pool(parent=CLUSTER, node_pool=gpu_pool())
+    with pytest.raises(exceptions.BadRequest, match=f"Operation {op.name} is currently creating cluster"):
+        cm.delete_cluster(name=CLUSTER)
+    assert emu.count("container.projects.locations.clusters.create", mutating=True) == 1
+
+
+def test_a_created_cluster_and_pool(emu, cm):
+    done = wait(cm, create_cluster(cm))
     assert not done.error.message and done.end_time
     cluster = cm.get_cluster(name=CLUSTER)
     assert cluster.status == gke.Cluster.Status.RUNNING
     assert cluster.private_cluster_config.private_endpoint == "172.16.0.2" and cluster.endpoint
     assert cluster.master_auth.cluster_ca_certificate and cluster.location == ZONE
     assert [p.name for p in cluster.node_pools] == ["system"]
-    assert emu.count("container.projects.locations.clusters.create", mutating=True) == 1
     listed = cm.list_clusters(parent=f"projects/{PROJECT}/locations/-").clusters
     assert [c.name for c in listed] == ["demo"] and listed[0].resource_labels["gcpgpu-cluster"] == "demo"
-
-
-def test_one_operation_at_a_time_per_cluster(emu, cm):
-    op = create_cluster(cm)
-    with pytest.raises(exceptions.BadRequest, match="Please wait and try again"):
-        cm.create_node_pool(parent=CLUSTER, node_pool=gpu_pool())
-    wait(cm, op)
     wait(cm, cm.create_node_pool(parent=CLUSTER, node_pool=gpu_pool()))
     pool = cm.get_node_pool(name=f"{CLUSTER}/nodePools/gpu-0")
     assert pool.status == gke.NodePool.Status.RUNNING
@@ -127,13 +134,18 @@ def test_set_autoscaling_changes_the_pool_in_place(emu, cm):
 
 def test_deleting_the_cluster_removes_it_and_its_pools(emu, cm):
     wait(cm, create_cluster(cm, gpu_pool()))
-    op = cm.delete_cluster(name=CLUSTER)
-    assert cm.get_cluster(name=CLUSTER).status == gke.Cluster.Status.STOPPING
-    wait(cm, op)
+    wait(cm, cm.delete_cluster(name=CLUSTER))
     with pytest.raises(exceptions.NotFound):
         cm.get_cluster(name=CLUSTER)
     assert not cm.list_clusters(parent=PARENT).clusters
     assert bulk_insert_one(emu).error.errors == []  # nothing holds GPUs any more
+
+
+def test_a_cluster_is_stopping_while_its_delete_runs(emu, cm):
+    wait(cm, create_cluster(cm))
+    slow(emu)
+    cm.delete_cluster(name=CLUSTER)
+    assert cm.get_cluster(name=CLUSTER).status == gke.Cluster.Status.STOPPING
 
 
 def test_requests_are_checked_like_gke_does(emu, cm):
@@ -182,6 +194,7 @@ def get_json(url: str) -> tuple[int, dict]:
 def test_json_on_the_wire(emu, cm):
     """Google's error shape; enums as numbers only when asked; other services' operation ids
     are not answered here."""
+    slow(emu)
     op = create_cluster(cm)
     base = f"{emu.url}/v1/{PARENT}"
     status, body = get_json(f"{base}/operations/{op.name}")
