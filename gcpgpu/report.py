@@ -82,8 +82,9 @@ def plan_table(plan) -> Table:
 
 
 def plan_summary(plan) -> str:
-    return (f"{len(plan.create)} to create, {len(plan.update)} to update, {len(plan.replace)} to replace, "
-            f"{len(plan.delete) - len(plan.replace)} to delete, {len(plan.keep)} unchanged")
+    return (f"{len(plan.create)} to create, {len(plan.update)} to update in place, "
+            f"{len(plan.replace)} to replace, {len(plan.delete) - len(plan.replace)} to delete, "
+            f"{len(plan.keep)} unchanged")
 
 
 URLS_VAR = "gcpgpu_urls"  # hostvar a provider sets to {name: url} for what a node serves

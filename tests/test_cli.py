@@ -73,4 +73,4 @@ def test_plugins_lists_builtin_plugins_with_hooks():
     names = {p["name"]: p for p in data["plugins"]}
     assert {"compute", "node_setup"} <= set(names)
     assert "gcpgpu_plays" in names["node_setup"]["hooks"]
-    assert {"compute", "mig", "network", "service_account", "filestore", "gcs", "static"} <= set(data["providers"])
+    assert {"compute", "mig", "gke", "network", "service_account", "filestore", "gcs", "static"} <= set(data["providers"])

@@ -57,7 +57,7 @@ class MemoryProvider:
 
 @pytest.fixture
 def provider(monkeypatch):
-    # `down` sweeps every provider: only this one may be loaded.
+    # `down` sweeps every provider: only this in-memory one may answer (no clients here).
     monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", ",".join(entry_point_names()))
     return MemoryProvider()
 

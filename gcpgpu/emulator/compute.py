@@ -135,6 +135,10 @@ class ComputeState(InstanceGroupsMixin):
         self.binder = None
         self.user_images: list[catalog.ImageSpec] = []  # made with images.insert, newest last
         self.image_labels: dict[tuple[str, str], dict] = {}
+        # Other services' resources that hold GPUs (GKE nodes): callables giving InstanceRecords,
+        # counted with the instances against capacity and quota.
+        self.gpu_holders: list = []
+        self.method_ids = set(METHOD_IDS)  # faults may target these; services add their own
         self.internal_ips = AddressPool("10.128.0.0/16", first_host=2)
         self.external_ips = AddressPool("203.0.113.0/24", first_host=1)
 
@@ -153,8 +157,8 @@ class ComputeState(InstanceGroupsMixin):
 
     def inject_fault(self, method: str, code: str, zone: str | None = None, times: int = 1,
                      http_status: int | None = None, message: str | None = None) -> None:
-        if method not in METHOD_IDS:
-            raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHOD_IDS)}")
+        if method not in self.method_ids:
+            raise ValueError(f"unknown method {method!r}; expected one of {sorted(self.method_ids)}")
         with self.lock:
             self.faults.append(InjectedFault(method, code, zone, int(times), http_status, message))
 
@@ -606,17 +610,22 @@ class ComputeState(InstanceGroupsMixin):
     def _quota_limit(self, scope: str, metric: str) -> float:
         return self.quota_limits.get((scope, metric), DEFAULT_QUOTA)
 
+    def _gpu_records(self):
+        yield from self.instances.values()
+        for holder in self.gpu_holders:
+            yield from holder()
+
     def _quota_usage(self, project: str, scope: str, metric: str) -> int:
         return sum(
             amount
-            for record in self.instances.values()
+            for record in self._gpu_records()
             if record.project == project and record.holds_gpus
             for key, amount in record.quota_demand()
             if key == (scope, metric)
         )
 
     def _gpus_in_use(self, zone: str, gpu_type: str) -> int:
-        return sum(r.gpu_count for r in self.instances.values()
+        return sum(r.gpu_count for r in self._gpu_records()
                    if r.zone == zone and r.gpu_type == gpu_type and r.holds_gpus)
 
     def _free_gpus(self, zone: str, gpu_type: str) -> int:

@@ -39,7 +39,13 @@ def _storage(emulator):
     return StorageService(emulator)
 
 
-SERVICE_FACTORIES: list[Callable] = [_compute_networks, _iam, _filestore, _storage]
+def _gke(emulator):
+    from .gke import GkeService
+
+    return GkeService(emulator)
+
+
+SERVICE_FACTORIES: list[Callable] = [_compute_networks, _iam, _filestore, _storage, _gke]
 
 
 def build_services(emulator) -> list:

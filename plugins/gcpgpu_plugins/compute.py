@@ -66,8 +66,8 @@ class ComputeProvider:
             for instance in scoped.instances:
                 labels = dict(instance.labels)
                 body = compute_v1.Instance.to_dict(instance, preserving_proto_field_name=False)
-                if created_by(body):
-                    continue  # a managed instance group's VM: the mig provider owns it
+                if created_by(body) or "goog-gke-node" in body.get("labels", {}):
+                    continue  # a managed group's or GKE's VM: the mig / gke provider owns it
                 found.append(Resource(
                     provider=self.name, kind=KIND, name=instance.name,
                     group=labels.get(GROUP_LABEL, ""), location=short_name(instance.zone),

@@ -220,7 +220,7 @@ def test_binary_file(tmp_path, plugins):
 
 
 def test_unknown_provider_without_the_test_plugin(tmp_path, monkeypatch):
-    from gcpgpu.plugins import Plugins, hookimpl
+    from gcpgpu.plugins import Plugins, entry_point_names, hookimpl
 
     class Only:
         @hookimpl
@@ -229,7 +229,7 @@ def test_unknown_provider_without_the_test_plugin(tmp_path, monkeypatch):
 
     from gcpgpu.plugins import entry_point_names
 
-    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", ",".join(entry_point_names()))  # only `Only`
+    monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", ",".join(entry_point_names()))  # only `Only`'s provider
     with pytest.raises(SpecError) as info:
         load_spec(write(tmp_path, "name: demo\nproject: p\n"), Plugins(extra=(Only(),)))
     assert [str(p) for p in info.value.problems] == [
