@@ -164,6 +164,9 @@ def configure_hosts(cluster, hosts, **options):
         details = "\n".join(f"  - {f['host']}: {f['task']}: {f['message']}" for f in result.failures)
         raise GcpgpuError(f"configuration failed on {', '.join(result.failed_hosts)} (other hosts "
                           f"are configured; fix and run `gcpgpu configure`):\n{details}")
+    for lines in cluster.plugins.hook.gcpgpu_after_configure(cluster=cluster, hosts=running, result=result):
+        for line in lines or []:
+            report.console.print(line, markup=False, highlight=False, soft_wrap=True)
     return result
 
 

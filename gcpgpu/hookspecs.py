@@ -67,3 +67,14 @@ def gcpgpu_commands():
     cluster); ``gcpgpu.cli`` offers ``spec_argument``, ``configure_hosts`` and ``ssh_argv``.
     Keep Google and Ansible imports inside the command functions: ``gcpgpu --help`` lists them.
     """
+
+
+@hookspec
+def gcpgpu_after_configure(cluster, hosts, result):
+    """Return lines to print after the nodes were configured successfully (a list of str).
+
+    Called at the end of every ``up``/``configure`` whose playbook run had no failed host, with
+    the opened cluster, the hosts that were configured and the
+    :class:`gcpgpu.configure.ConfigureResult`. Use it to tell the user how to reach what the
+    plugin set up (a tunnel command, a service's status). Lines are printed as plain text.
+    """

@@ -69,7 +69,10 @@ def build_schema(plugins) -> dict:
     A fragment may have ``cluster`` and ``node_group`` parts, each with ``properties`` (added to the
     top level / every node group), ``$defs`` (added to the schema's ``$defs``) and ``allOf``
     (appended: conditional rules and defaults, e.g. a default that depends on another property).
-    A property defined twice is a plugin bug and raises GcpgpuError.
+    A property defined twice is a plugin bug and raises GcpgpuError, except a tagged union that
+    several plugins extend (``orchestrator: {type: ray|slurm, ...}``): when both definitions have
+    ``properties.type.enum`` and ``allOf`` (one ``if type == X then ...`` rule per tag), the enums
+    are joined and the rules appended.
     """
     schema = core_schema()
     targets = {"cluster": schema, "node_group": schema["$defs"]["node_group"]}
@@ -81,9 +84,7 @@ def build_schema(plugins) -> dict:
             if not piece:
                 continue
             for name, prop in piece.get("properties", {}).items():
-                if name in target["properties"]:
-                    raise GcpgpuError(f"two plugins define the {part} property {name!r}")
-                target["properties"][name] = copy.deepcopy(prop)
+                _add_property(target["properties"], name, prop, part)
             for name, sub in piece.get("$defs", {}).items():
                 if name in schema["$defs"]:
                     raise GcpgpuError(f"two plugins define the schema $defs entry {name!r}")
@@ -91,6 +92,23 @@ def build_schema(plugins) -> dict:
             if piece.get("allOf"):
                 target.setdefault("allOf", []).extend(copy.deepcopy(piece["allOf"]))
     return schema
+
+
+def _is_tagged_union(prop) -> bool:
+    return (isinstance(prop, dict) and "allOf" in prop
+            and "enum" in prop.get("properties", {}).get("type", {}))
+
+
+def _add_property(properties: dict, name: str, prop: dict, part: str) -> None:
+    existing = properties.get(name)
+    if existing is None:
+        properties[name] = copy.deepcopy(prop)
+    elif _is_tagged_union(existing) and _is_tagged_union(prop):
+        tags = existing["properties"]["type"]["enum"]
+        tags.extend(t for t in prop["properties"]["type"]["enum"] if t not in tags)
+        existing["allOf"].extend(copy.deepcopy(prop["allOf"]))
+    else:
+        raise GcpgpuError(f"two plugins define the {part} property {name!r}")
 
 
 def _extend_with_default(validator_class):
