@@ -67,10 +67,10 @@ def ray_settings(spec: dict) -> dict | None:
     return orchestrator if isinstance(orchestrator, dict) and orchestrator.get("type") == "ray" else None
 
 
-def wheelhouse_path(spec: dict, ray: dict) -> Path | None:
+def wheelhouse_path(ray: dict, base_dir) -> Path | None:
     if not ray.get("wheelhouse"):
         return None
-    return (Path(spec.get("_base_dir", ".")) / Path(ray["wheelhouse"]).expanduser()).resolve()
+    return (Path(base_dir) / Path(ray["wheelhouse"]).expanduser()).resolve()
 
 
 def default_wheelhouse(version: str = RAY_VERSION, dashboard: bool = False) -> Path:
@@ -87,7 +87,7 @@ def gcpgpu_schema():
 
 
 @hookimpl
-def gcpgpu_validate(spec):
+def gcpgpu_validate(spec, base_dir):
     ray = ray_settings(spec)
     if not ray or not isinstance(ray.get("head_group"), str):
         return []
@@ -104,12 +104,12 @@ def gcpgpu_validate(spec):
     if ray.get("port") == ray.get("dashboard_port", 8265):
         problems.append(Problem("orchestrator.dashboard_port", "is the same as orchestrator.port",
                                 "use two different ports, e.g. 6379 and 8265"))
-    problems.extend(_wheelhouse_problems(spec, ray))
+    problems.extend(_wheelhouse_problems(ray, base_dir))
     return problems
 
 
-def _wheelhouse_problems(spec: dict, ray: dict) -> list[Problem]:
-    path = wheelhouse_path(spec, ray) if isinstance(ray.get("wheelhouse"), str) else None
+def _wheelhouse_problems(ray: dict, base_dir) -> list[Problem]:
+    path = wheelhouse_path(ray, base_dir) if isinstance(ray.get("wheelhouse"), str) else None
     if path is None:
         return []
     version = ray.get("version", RAY_VERSION)
@@ -138,7 +138,7 @@ def gcpgpu_plays(spec):
     ray = ray_settings(spec)
     if not ray:
         return []
-    wheelhouse = wheelhouse_path(spec, ray)
+    wheelhouse = wheelhouse_path(ray, spec.get("_base_dir", "."))
     role_vars = {
         "ray_version": ray["version"], "ray_dashboard": ray["dashboard"], "ray_port": ray["port"],
         "ray_dashboard_port": ray["dashboard_port"], "ray_venv": ray["venv"],
