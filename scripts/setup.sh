@@ -19,5 +19,7 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]' $extra 2>&1 \
 
 # Ray wheelhouse (tests/test_ray_e2e.py): the test nodes have no internet, so the wheels are
 # downloaded here, before the tests run inside `unshare --net`. Quick when already there.
-python3 -c 'from gcpgpu.cli import main; main()' ray wheelhouse --no-dashboard \
-  || echo "note: no Ray wheelhouse (no PyPI?): the Ray end-to-end test will be skipped" >&2
+for extras in --no-dashboard --dashboard; do
+  python3 -c 'from gcpgpu.cli import main; main()' ray wheelhouse $extras \
+    || echo "note: no Ray wheelhouse (no PyPI?): the Ray end-to-end tests will be skipped" >&2
+done

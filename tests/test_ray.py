@@ -212,3 +212,10 @@ def test_ray_commands_need_a_ray_cluster(tmp_path, monkeypatch):
     spec.write_text(BASE)
     result = CliRunner().invoke(cli, ["--endpoint", "http://127.0.0.1:9", "ray", "status", str(spec)])
     assert result.exit_code == 1 and "has no `orchestrator: {type: ray}`" in result.output
+
+
+def test_the_example_is_valid(plugins):
+    from pathlib import Path
+
+    spec = load_spec(Path(__file__).parents[1] / "examples" / "ray.yaml", plugins)
+    assert spec["orchestrator"]["head_group"] == "head" and spec["orchestrator"]["dashboard"] is True

@@ -1,16 +1,20 @@
-"""Ray end to end on real test nodes (slow: about 2-3 minutes; three Ray nodes on this machine).
+"""Ray end to end on real test nodes (slow: minutes; three Ray nodes share this machine).
 
 `gcpgpu up` of a head + 2 workers with `orchestrator: {type: ray}` installs Ray offline from the
 wheelhouse scripts/setup.sh downloads, starts the head and joins the workers; a job submitted
 with `gcpgpu ray submit` runs a task on every node and gets their hostnames back; fake GPU
 devices on one worker become Ray GPUs there; a second configure changes nothing and leaves the
-running Ray processes alone; `down` leaves no Ray process.
+running Ray processes alone; `down` leaves no Ray process. A one-node cluster with the dashboard
+checks that it listens on the head's loopback only and is reached through `gcpgpu ray dashboard`.
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,7 @@ from gcpgpu_plugins import ray as ray_plugin
 pytestmark = pytest.mark.slow
 
 WHEELHOUSE = ray_plugin.default_wheelhouse(ray_plugin.RAY_VERSION, dashboard=False)
+DASHBOARD_WHEELHOUSE = ray_plugin.default_wheelhouse(ray_plugin.RAY_VERSION, dashboard=True)
 NAMES = ["rayc-head-0000", "rayc-workers-0000", "rayc-workers-0001"]
 FAKE_GPUS = "/var/lib/fake-gpus"  # on the node's own root: /dev is the host's
 
@@ -57,8 +62,9 @@ def rig(tmp_path, monkeypatch):
     ok, reason = nodes_supported()
     if not ok:
         pytest.skip(f"test nodes unavailable: {reason}")
-    if not ray_plugin.has_ray_wheel(WHEELHOUSE, ray_plugin.RAY_VERSION):
-        pytest.skip(f"no Ray wheelhouse at {WHEELHOUSE}: run scripts/setup.sh (it downloads it)")
+    for wheelhouse in (WHEELHOUSE, DASHBOARD_WHEELHOUSE):
+        if not ray_plugin.has_ray_wheel(wheelhouse, ray_plugin.RAY_VERSION):
+            pytest.skip(f"no Ray wheelhouse at {wheelhouse}: run scripts/setup.sh (it downloads it)")
     monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
     monkeypatch.setattr(ray_plugin, "GPU_DEVICE_DIR", FAKE_GPUS)
     slot = os.getpid() % 250
@@ -179,4 +185,67 @@ def test_ray_cluster_up_job_on_every_node_idempotent_and_down(rig, tmp_path):
     everything = {pid: cmd for name in NAMES for pid, cmd in ray_processes(pool.node(name)).items()}
     gcpgpu("down", str(spec))
     assert pool.nodes() == []
+    assert [cmd for pid, cmd in everything.items() if alive_with(pid, cmd)] == []
+
+
+def listening(node, port: int) -> list[str]:
+    """Local addresses (hex, as in /proc/net/tcp) the node listens on at ``port``."""
+    table = node.run(["cat", "/proc/net/tcp"], check=True).stdout.splitlines()[1:]
+    fields = [line.split() for line in table]
+    return [f[1].split(":")[0] for f in fields if f[3] == "0A" and int(f[1].split(":")[1], 16) == port]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_dashboard_only_on_the_head_loopback_reached_through_the_tunnel(rig, tmp_path):
+    emu, pool = rig
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(f"""name: rayd
+project: demo-project
+zone: us-central1-a
+node_groups:
+  head: {{count: 1, machine_type: n1-standard-4}}
+orchestrator: {{type: ray, head_group: head, wheelhouse: {DASHBOARD_WHEELHOUSE}, num_cpus: 1,
+                object_store_memory: {ray_plugin.MIN_OBJECT_STORE}}}
+ssh: {{timeout_s: 60}}
+""")
+    up = gcpgpu("up", str(spec)).output
+    assert "Ray dashboard: bound to 127.0.0.1 on rayd-head-0000" in up, up
+    tunnel_line = next(line for line in up.splitlines() if "-N -L 8265:127.0.0.1:8265" in line)
+    head = pool.node("rayd-head-0000")
+    assert tunnel_line.strip().endswith(f"gcpgpu@{head.ip}")
+    assert head.path("/opt/gcpgpu/ray/gcpgpu-installed").read_text() == f"ray[default]=={ray_plugin.RAY_VERSION}"
+
+    # The dashboard listens on the head's loopback only: from outside the node, nothing answers.
+    assert listening(head, 8265) == ["0100007F"]
+    with pytest.raises(OSError):
+        socket.create_connection((head.ip, 8265), timeout=5).close()
+
+    port = free_port()
+    env = {**os.environ, "GCPGPU_ENDPOINT": emu.url}
+    tunnel = subprocess.Popen(["gcpgpu", "ray", "dashboard", str(spec), "--local-port", str(port)], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=10) as answer:
+                    version = json.load(answer)
+                break
+            except OSError:
+                assert tunnel.poll() is None, tunnel.stderr.read()
+                assert time.monotonic() < deadline, "the dashboard never answered through the tunnel"
+                time.sleep(1)
+        assert version["ray_version"] == ray_plugin.RAY_VERSION
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=30)
+
+    everything = ray_processes(head)
+    assert any("dashboard" in cmd for cmd in everything.values())
+    gcpgpu("down", str(spec))
     assert [cmd for pid, cmd in everything.items() if alive_with(pid, cmd)] == []
