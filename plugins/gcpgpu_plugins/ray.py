@@ -9,11 +9,14 @@ it starts at every boot. After configure, the dashboard tunnel and `ray status` 
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import click
 
-from gcpgpu.errors import Problem
+from gcpgpu.cli import spec_argument, ssh_argv
+from gcpgpu.errors import GcpgpuError, Problem
 from gcpgpu.plugins import hookimpl
 
 RAY_VERSION = "2.60.0"
@@ -153,8 +156,6 @@ def gcpgpu_plays(spec):
 
 
 def head_host(cluster, hosts=None):
-    from gcpgpu.errors import GcpgpuError
-
     ray = ray_settings(cluster.spec)
     if not ray:
         raise GcpgpuError(f"cluster {cluster.spec['name']!r} has no `orchestrator: {{type: ray}}`")
@@ -176,8 +177,6 @@ def status_command(ray: dict, head) -> list[str]:
 
 def tunnel_argv(cluster, head, local_port: int) -> list[str]:
     """OpenSSH forwarding local_port to the dashboard on the head's loopback: no public port."""
-    from gcpgpu.cli import ssh_argv
-
     ray = ray_settings(cluster.spec)
     argv = ssh_argv(cluster, head, interactive=True)
     return [*argv[:-1], "-N", "-L", f"{local_port}:127.0.0.1:{ray['dashboard_port']}", argv[-1]]
@@ -185,11 +184,6 @@ def tunnel_argv(cluster, head, local_port: int) -> list[str]:
 
 @hookimpl
 def gcpgpu_after_configure(cluster, hosts, result):
-    import subprocess
-
-    from gcpgpu.cli import ssh_argv
-    from gcpgpu.errors import GcpgpuError
-
     ray = ray_settings(cluster.spec)
     if not ray:
         return []
@@ -203,11 +197,13 @@ def gcpgpu_after_configure(cluster, hosts, result):
         lines += [f"Ray dashboard: bound to 127.0.0.1 on {head.name}; tunnel it, then open "
                   f"http://localhost:{port}", "  " + shlex.join(tunnel_argv(cluster, head, port)),
                   "  (or: gcpgpu ray dashboard CLUSTER_YAML)"]
-    status = subprocess.run(ssh_argv(cluster, head, [shlex.join(status_command(ray, head))]),
-                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     lines.append(f"ray status on {head.name}:")
-    lines += [f"  {line}" for line in (status.stdout or status.stderr).rstrip().splitlines()]
-    return lines
+    try:
+        status = subprocess.run(ssh_argv(cluster, head, [shlex.join(status_command(ray, head))]),
+                                capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return [*lines, "  (no answer within 120 s; try `gcpgpu ray status CLUSTER_YAML`)"]
+    return lines + [f"  {line}" for line in (status.stdout or status.stderr).rstrip().splitlines()]
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -232,24 +228,19 @@ def _ray_and_head(session, spec_file):
 
 
 @ray_command.command("status")
-@click.argument("spec_file", metavar="CLUSTER_YAML", type=click.Path(dir_okay=False))
+@spec_argument
 @click.pass_obj
 def ray_status(session, spec_file):
     """Print `ray status` of the cluster: nodes, resources (CPU, GPU) and their use.
 
     Example: gcpgpu ray status cluster.yaml
     """
-    import subprocess
-    import sys
-
-    from gcpgpu.cli import ssh_argv
-
     cluster, ray, head = _ray_and_head(session, spec_file)
     sys.exit(subprocess.run(ssh_argv(cluster, head, [shlex.join(status_command(ray, head))])).returncode)
 
 
 @ray_command.command("dashboard")
-@click.argument("spec_file", metavar="CLUSTER_YAML", type=click.Path(dir_okay=False))
+@spec_argument
 @click.option("--local-port", type=int, default=None, help="Local port (default: the dashboard's).")
 @click.pass_obj
 def ray_dashboard(session, spec_file, local_port):
@@ -258,8 +249,6 @@ def ray_dashboard(session, spec_file, local_port):
     Example: gcpgpu ray dashboard cluster.yaml --local-port 8265
     """
     import os
-
-    from gcpgpu.errors import GcpgpuError
 
     cluster, ray, head = _ray_and_head(session, spec_file)
     if not ray["dashboard"]:
@@ -271,7 +260,7 @@ def ray_dashboard(session, spec_file, local_port):
 
 
 @ray_command.command("submit", context_settings={"ignore_unknown_options": True})
-@click.argument("spec_file", metavar="CLUSTER_YAML", type=click.Path(dir_okay=False))
+@spec_argument
 @click.argument("script", type=click.File("rb"))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
@@ -281,11 +270,6 @@ def ray_submit(session, spec_file, script, args):
 
     Example: gcpgpu ray submit cluster.yaml train.py --epochs 3
     """
-    import subprocess
-    import sys
-
-    from gcpgpu.cli import ssh_argv
-
     cluster, ray, head = _ray_and_head(session, spec_file)
     remote = shlex.join([f"{ray['venv']}/bin/python", "-", *args])
     # The script arrives on stdin: nothing is left behind on the head.
@@ -309,9 +293,6 @@ def ray_wheelhouse(directory, version, dashboard, python_version, platforms):
 
     Example: gcpgpu ray wheelhouse ./wheels --version 2.60.0 --python-version 3.10
     """
-    import subprocess
-    import sys
-
     target = Path(directory) if directory else default_wheelhouse(version, dashboard)
     done = target / ".complete"
     if done.exists() and has_ray_wheel(target, version):
