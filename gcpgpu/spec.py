@@ -69,10 +69,7 @@ def build_schema(plugins) -> dict:
     A fragment may have ``cluster`` and ``node_group`` parts, each with ``properties`` (added to the
     top level / every node group), ``$defs`` (added to the schema's ``$defs``) and ``allOf``
     (appended: conditional rules and defaults, e.g. a default that depends on another property).
-    A property defined twice is a plugin bug and raises GcpgpuError, except a tagged union that
-    several plugins extend (``orchestrator: {type: ray|slurm, ...}``): when both definitions have
-    ``properties.type.enum`` and ``allOf`` (one ``if type == X then ...`` rule per tag), the enums
-    are joined and the rules appended.
+    A property defined twice is a plugin bug and raises GcpgpuError.
     """
     schema = core_schema()
     targets = {"cluster": schema, "node_group": schema["$defs"]["node_group"]}
@@ -84,31 +81,62 @@ def build_schema(plugins) -> dict:
             if not piece:
                 continue
             for name, prop in piece.get("properties", {}).items():
-                _add_property(target["properties"], name, prop, part)
+                if name in target["properties"]:
+                    raise GcpgpuError(f"two plugins define the {part} property {name!r}")
+                target["properties"][name] = copy.deepcopy(prop)
             for name, sub in piece.get("$defs", {}).items():
                 if name in schema["$defs"]:
                     raise GcpgpuError(f"two plugins define the schema $defs entry {name!r}")
                 schema["$defs"][name] = copy.deepcopy(sub)
             if piece.get("allOf"):
                 target.setdefault("allOf", []).extend(copy.deepcopy(piece["allOf"]))
+    types = orchestrator_types(schema)
+    if len(types) != len(set(types)):
+        raise GcpgpuError(f"two plugins define the same orchestrator type: {', '.join(types)}")
     return schema
 
 
-def _is_tagged_union(prop) -> bool:
-    return (isinstance(prop, dict) and "allOf" in prop
-            and "enum" in prop.get("properties", {}).get("type", {}))
+def orchestrator_rule(kind: str, schema: dict) -> dict:
+    """The cluster-level ``allOf`` rule an orchestrator plugin contributes: when
+    ``orchestrator.type`` is ``kind``, the other keys of ``orchestrator`` follow ``schema`` (an
+    object schema; keys it does not define are refused). The core schema leaves ``type`` open, so
+    each orchestrator plugin adds its own type without closing the list for the others."""
+    then = copy.deepcopy(schema)
+    then.setdefault("type", "object")
+    then.setdefault("additionalProperties", False)
+    then["properties"] = {"type": {"const": kind, "description": "Orchestrator type."},
+                          **then.get("properties", {})}
+    return {"if": {"required": ["orchestrator"],
+                   "properties": {"orchestrator": {"required": ["type"],
+                                                   "properties": {"type": {"const": kind}}}}},
+            "then": {"properties": {"orchestrator": then}}}
 
 
-def _add_property(properties: dict, name: str, prop: dict, part: str) -> None:
-    existing = properties.get(name)
-    if existing is None:
-        properties[name] = copy.deepcopy(prop)
-    elif _is_tagged_union(existing) and _is_tagged_union(prop):
-        tags = existing["properties"]["type"]["enum"]
-        tags.extend(t for t in prop["properties"]["type"]["enum"] if t not in tags)
-        existing["allOf"].extend(copy.deepcopy(prop["allOf"]))
-    else:
-        raise GcpgpuError(f"two plugins define the {part} property {name!r}")
+def orchestrator_types(schema: dict) -> list[str]:
+    """The orchestrator types the merged schema has a rule for (see orchestrator_rule)."""
+    types = []
+    for rule in schema.get("allOf", []):
+        try:
+            types.append(rule["if"]["properties"]["orchestrator"]["properties"]["type"]["const"])
+        except (KeyError, TypeError):
+            continue
+    return types
+
+
+def orchestrator_problems(spec: dict, schema: dict) -> list[Problem]:
+    orchestrator = spec.get("orchestrator")
+    kind = orchestrator.get("type") if isinstance(orchestrator, dict) else None
+    known = sorted(orchestrator_types(schema))
+    if kind is not None and not isinstance(kind, str):
+        return [Problem("orchestrator.type", f"expected a string, got {_kind(kind)} {_show(kind)}",
+                        "e.g. `type: " + (known[0] if known else "slurm") + "`")]
+    if kind is None or kind in known:
+        return []
+    guess = did_you_mean(kind, known)
+    return [Problem("orchestrator.type",
+                    f"unknown orchestrator type '{kind}'; available: {', '.join(known) or 'none'}",
+                    f"did you mean '{guess}'?" if guess
+                    else "install the plugin that offers it; `gcpgpu plugins` lists them")]
 
 
 def _extend_with_default(validator_class):
@@ -659,6 +687,7 @@ def validate_spec(data: dict, plugins, source: str = "<spec>", lines: _Lines | N
     problems += _schema_problems(errors, schema)
     problems += core_problems(data)
     problems += provider_problems(data, plugins)
+    problems += orchestrator_problems(data, schema)
     try:
         for result in plugins.hook.gcpgpu_validate(spec=data, base_dir=base_dir or Path.cwd()):
             problems.extend(result or [])

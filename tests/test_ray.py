@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from gcpgpu.cli import cli
-from gcpgpu.errors import GcpgpuError, SpecError
+from gcpgpu.errors import SpecError
 from importlib import metadata
 
 from gcpgpu.plugins import ENTRY_POINT_GROUP, Plugins, hookimpl
 from gcpgpu.provider import Host
-from gcpgpu.spec import build_schema, load_spec
+from gcpgpu.spec import load_spec, orchestrator_rule
 from gcpgpu.ssh import ClusterKeys
 from gcpgpu_plugins import compute, node_setup
 from gcpgpu_plugins import ray as ray_plugin
@@ -61,7 +61,7 @@ def test_defaults(tmp_path, plugins):
 
 
 @pytest.mark.parametrize("orchestrator, path, expected", [
-    ("{type: rya, head_group: head}", "orchestrator.type", "'rya' is not a valid type (did you mean 'ray'?)"),
+    ("{type: rya, head_group: head}", "orchestrator.type", "unknown orchestrator type 'rya'; available: ray (did you mean 'ray'?)"),
     ("{type: ray}", "orchestrator.head_group", "missing required key 'head_group'"),
     ("{type: ray, head_grup: head}", "orchestrator.head_grup", "unknown key 'head_grup' (did you mean 'head_group'?)"),
     ("{type: ray, head_group: haed}", "orchestrator.head_group", "there is no node group 'haed' (node groups: head, gpu)"),
@@ -92,34 +92,22 @@ def test_wheelhouse_must_hold_the_pinned_ray(tmp_path, plugins):
 
 
 class SlurmLike:
-    """Another orchestrator plugin extending the same tagged union."""
+    """Another orchestrator plugin: its own type and keys in the same `orchestrator` field."""
 
     @hookimpl
     def gcpgpu_schema(self):
-        return {"cluster": {"properties": {"orchestrator": {
-            "type": "object", "required": ["type"], "properties": {"type": {"enum": ["slurm"]}},
-            "allOf": [{"if": {"properties": {"type": {"const": "slurm"}}, "required": ["type"]},
-                       "then": {"additionalProperties": False, "properties": {
-                           "type": {"const": "slurm"}, "partition": {"type": "string", "default": "gpu"}}}}],
-        }}}}
-
-
-class Clashing:
-    @hookimpl
-    def gcpgpu_schema(self):
-        return {"cluster": {"properties": {"orchestrator": {"type": "string"}}}}
+        return {"cluster": {"allOf": [orchestrator_rule("slurm", {"properties": {
+            "partition": {"type": "string", "default": "gpu"}}})]}}
 
 
 def test_two_orchestrator_plugins_share_the_orchestrator_field(tmp_path, monkeypatch):
     block_installed_plugins(monkeypatch)
     both = Plugins(extra=(compute, node_setup, ray_plugin, SlurmLike()))
-    assert sorted(build_schema(both)["properties"]["orchestrator"]["properties"]["type"]["enum"]) == ["ray", "slurm"]
     assert load(tmp_path, both, "orchestrator: {type: slurm}\n")["orchestrator"] == {"type": "slurm", "partition": "gpu"}
     ray = load(tmp_path, both, "orchestrator: {type: ray, head_group: head}\n")["orchestrator"]
-    assert "partition" not in ray and ray["port"] == 6379  # each tag gets only its own defaults
+    assert "partition" not in ray and ray["port"] == 6379  # each type gets only its own defaults
     assert "unknown key 'head_group'" in problems(tmp_path, both, "orchestrator: {type: slurm, head_group: head}\n")
-    with pytest.raises(GcpgpuError, match="two plugins define the cluster property 'orchestrator'"):
-        build_schema(Plugins(extra=(compute, node_setup, ray_plugin, Clashing())))
+    assert "available: ray, slurm" in problems(tmp_path, both, "orchestrator: {type: k8s}\n")
 
 
 def test_no_orchestrator_adds_nothing(tmp_path, plugins):

@@ -18,6 +18,7 @@ import click
 from gcpgpu.cli import spec_argument, ssh_argv
 from gcpgpu.errors import GcpgpuError, Problem
 from gcpgpu.plugins import hookimpl
+from gcpgpu.spec import orchestrator_rule
 
 RAY_VERSION = "2.60.0"
 MIN_OBJECT_STORE = 75 * 1024 * 1024  # Ray refuses less
@@ -26,7 +27,6 @@ HEAD_GROUP, WORKER_GROUP = "ray_head", "ray_workers"
 GPU_DEVICE_DIR = "/dev"
 
 RAY_FIELDS = {
-    "type": {"const": "ray", "description": "Ray: a head node and workers joined to it."},
     "head_group": {"type": "string",
                    "description": "Node group of the head node; it must have count 1. Every other "
                                   "node joins the head as a worker."},
@@ -53,18 +53,6 @@ RAY_FIELDS = {
                                            "default (30% of memory)."},
 }
 
-# A tagged union other orchestrator plugins extend (gcpgpu.spec joins the `type` enums).
-SCHEMA = {"orchestrator": {
-    "description": "What runs jobs across the nodes, set up after they are configured.",
-    "type": "object",
-    "required": ["type"],
-    "properties": {"type": {"enum": ["ray"], "description": "The orchestrator."}},
-    "allOf": [{"if": {"properties": {"type": {"const": "ray"}}, "required": ["type"]},
-               "then": {"required": ["head_group"], "additionalProperties": False,
-                        "properties": RAY_FIELDS}}],
-}}
-
-
 def ray_settings(spec: dict) -> dict | None:
     orchestrator = spec.get("orchestrator")
     return orchestrator if isinstance(orchestrator, dict) and orchestrator.get("type") == "ray" else None
@@ -86,7 +74,9 @@ def has_ray_wheel(directory: Path, version: str) -> bool:
 
 @hookimpl
 def gcpgpu_schema():
-    return {"cluster": {"properties": SCHEMA}}
+    # The core's `orchestrator` is open; this rule closes it to these keys when type is ray.
+    return {"cluster": {"allOf": [orchestrator_rule("ray", {"required": ["head_group"],
+                                                            "properties": RAY_FIELDS})]}}
 
 
 @hookimpl
