@@ -160,13 +160,14 @@ def configure_hosts(cluster, hosts, **options):
     with report.ConfigureDisplay(sorted(inventory.hostvars)) as display:
         result = run_playbook(cluster, inventory, event_handler=display, **options)
     report.console.print(report.recap_table(result))
+    problems = [p for found in cluster.plugins.hook.gcpgpu_after_configure(
+        cluster=cluster, hosts=running, result=result) for p in found or []]
+    for problem in problems:
+        report.console.print(f"[yellow]problem: {problem}", highlight=False)
     if result.failed_hosts:
         details = "\n".join(f"  - {f['host']}: {f['task']}: {f['message']}" for f in result.failures)
         raise GcpgpuError(f"configuration failed on {', '.join(result.failed_hosts)} (other hosts "
                           f"are configured; fix and run `gcpgpu configure`):\n{details}")
-    for lines in cluster.plugins.hook.gcpgpu_after_configure(cluster=cluster, hosts=running, result=result):
-        for line in lines or []:
-            report.console.print(line, markup=False, highlight=False, soft_wrap=True)
     return result
 
 

@@ -73,10 +73,10 @@ def gcpgpu_commands():
 
 @hookspec
 def gcpgpu_after_configure(cluster, hosts, result):
-    """Return lines to print after the nodes were configured successfully (a list of str).
+    """Look at a finished configuration run and return problems a person should act on.
 
-    Called at the end of every ``up``/``configure`` whose playbook run had no failed host, with
-    the opened cluster, the hosts that were configured and the
-    :class:`gcpgpu.configure.ConfigureResult`. Use it to tell the user how to reach what the
-    plugin set up (a tunnel command, a service's status). Lines are printed as plain text.
+    ``result`` is the :class:`gcpgpu.configure.ConfigureResult`. Return a list of one-line
+    strings (empty when all is well); print any report of your own (how to reach a service, its
+    status) with ``gcpgpu.report.console``. Called after every run, also with ``--check``,
+    ``--tags`` or ``--limit``: say nothing when your data is absent.
     """

@@ -140,7 +140,7 @@ def fake_cluster(tmp_path, plugins, orchestrator: str):
     return SimpleNamespace(spec=spec, keys=ClusterKeys.for_spec(spec)), [worker, head]
 
 
-def test_after_configure_prints_the_tunnel_and_ray_status(tmp_path, plugins, monkeypatch):
+def test_after_configure_prints_the_tunnel_and_ray_status(tmp_path, plugins, monkeypatch, capsys):
     cluster, hosts = fake_cluster(tmp_path, plugins, "orchestrator: {type: ray, head_group: head}\n")
     calls = []
 
@@ -149,7 +149,8 @@ def test_after_configure_prints_the_tunnel_and_ray_status(tmp_path, plugins, mon
         return subprocess.CompletedProcess(argv, 0, stdout="Active:\n 1 node_a\n 1 node_b\n", stderr="")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    lines = ray_plugin.gcpgpu_after_configure(cluster=cluster, hosts=hosts, result=None)
+    assert ray_plugin.gcpgpu_after_configure(cluster=cluster, hosts=hosts, result=None) == []
+    lines = capsys.readouterr().out.splitlines()
     tunnel = shlex.split(lines[1])
     # The forward goes to the head's loopback, and comes before the destination (ssh stops
     # reading options at the destination).
@@ -160,15 +161,15 @@ def test_after_configure_prints_the_tunnel_and_ray_status(tmp_path, plugins, mon
     # ray status runs on the head against its internal address.
     assert calls[0][-1] == "/opt/gcpgpu/ray/bin/ray status --address=10.128.0.2:6379"
     assert calls[0][-2] == "gcpgpu@34.1.2.3"
-    assert lines[-3:] == ["  Active:", "   1 node_a", "   1 node_b"]
+    assert lines[-4:] == ["ray status on demo-head-0000:", "  Active:", "   1 node_a", "   1 node_b"]
 
 
-def test_after_configure_without_dashboard_or_head(tmp_path, plugins, monkeypatch):
+def test_after_configure_reports_problems(tmp_path, plugins, monkeypatch, capsys):
     cluster, hosts = fake_cluster(tmp_path, plugins, "orchestrator: {type: ray, head_group: head, dashboard: false}\n")
-    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 1, "", "no cluster"))
-    lines = ray_plugin.gcpgpu_after_configure(cluster=cluster, hosts=hosts, result=None)
-    assert not any("dashboard" in line.lower() for line in lines)
-    assert lines == ["ray status on demo-head-0000:", "  no cluster"]
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 1, "", "x\nno cluster"))
+    assert ray_plugin.gcpgpu_after_configure(cluster=cluster, hosts=hosts, result=None) == [
+        "ray: `ray status` on demo-head-0000 failed: no cluster"]
+    assert "dashboard" not in capsys.readouterr().out.lower()
     stopped = [h for h in hosts if h.group != "head"]
     assert ray_plugin.gcpgpu_after_configure(cluster=cluster, hosts=stopped, result=None) == [
         "ray: the Ray head (group 'head') is not running; run `gcpgpu up`"]

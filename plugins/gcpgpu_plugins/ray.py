@@ -174,6 +174,7 @@ def tunnel_argv(cluster, head, local_port: int) -> list[str]:
 
 @hookimpl
 def gcpgpu_after_configure(cluster, hosts, result):
+    """Print how to reach the dashboard and `ray status`; return the problems (no head, no status)."""
     ray = ray_settings(cluster.spec)
     if not ray:
         return []
@@ -181,19 +182,29 @@ def gcpgpu_after_configure(cluster, hosts, result):
         head = head_host(cluster, hosts)
     except GcpgpuError as error:
         return [f"ray: {error}"]
-    lines = []
     if ray["dashboard"]:
         port = ray["dashboard_port"]
-        lines += [f"Ray dashboard: bound to 127.0.0.1 on {head.name}; tunnel it, then open "
-                  f"http://localhost:{port}", "  " + shlex.join(tunnel_argv(cluster, head, port)),
-                  "  (or: gcpgpu ray dashboard CLUSTER_YAML)"]
-    lines.append(f"ray status on {head.name}:")
+        say(f"Ray dashboard: bound to 127.0.0.1 on {head.name}; tunnel it, then open http://localhost:{port}")
+        say("  " + shlex.join(tunnel_argv(cluster, head, port)))
+        say("  (or: gcpgpu ray dashboard CLUSTER_YAML)")
     try:
         status = subprocess.run(ssh_argv(cluster, head, [shlex.join(status_command(ray, head))]),
                                 capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return [*lines, "  (no answer within 120 s; try `gcpgpu ray status CLUSTER_YAML`)"]
-    return lines + [f"  {line}" for line in (status.stdout or status.stderr).rstrip().splitlines()]
+        return [f"ray: `ray status` on {head.name} did not answer within 120 s"]
+    if status.returncode != 0:
+        last = (status.stderr.strip().splitlines() or ["no output"])[-1]
+        return [f"ray: `ray status` on {head.name} failed: {last}"]
+    say(f"ray status on {head.name}:")
+    for line in status.stdout.rstrip().splitlines():
+        say(f"  {line}")
+    return []
+
+
+def say(line: str) -> None:
+    from gcpgpu import report
+
+    report.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 # -- commands ---------------------------------------------------------------------------------------
