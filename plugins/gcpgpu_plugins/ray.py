@@ -53,6 +53,7 @@ RAY_FIELDS = {
                                            "default (30% of memory)."},
 }
 
+
 def ray_settings(spec: dict) -> dict | None:
     orchestrator = spec.get("orchestrator")
     return orchestrator if isinstance(orchestrator, dict) and orchestrator.get("type") == "ray" else None
