@@ -26,12 +26,14 @@ def gcpgpu_schema():
 
 
 @hookspec
-def gcpgpu_validate(spec):
+def gcpgpu_validate(spec, base_dir):
     """Check a spec for problems the schema cannot express.
 
     Return a list of :class:`gcpgpu.errors.Problem` (empty when all is well). Validators run even
     when the schema found problems (the user sees everything at once), so skip values of the
     wrong type. Never call an API here: validation runs before anything is created.
+    ``base_dir`` (a :class:`pathlib.Path`) is the cluster file's directory, where relative paths
+    in the spec start; implementations that need no files may leave the argument out.
     """
 
 

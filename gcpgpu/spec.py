@@ -675,8 +675,10 @@ def provider_problems(spec: dict, plugins) -> list[Problem]:
 
 # -- entry points ---------------------------------------------------------------------------------
 
-def validate_spec(data: dict, plugins, source: str = "<spec>", lines: _Lines | None = None) -> dict:
-    """Validate an already-parsed spec in place (defaults filled) and return it, or raise SpecError."""
+def validate_spec(data: dict, plugins, source: str = "<spec>", lines: _Lines | None = None,
+                  base_dir: Path | None = None) -> dict:
+    """Validate an already-parsed spec in place (defaults filled) and return it, or raise SpecError.
+    Relative paths in it start at ``base_dir`` (default: the current directory)."""
     lines = lines or _Lines()
     schema = build_schema(plugins)
     validator = DefaultFillingValidator(schema)
@@ -687,7 +689,7 @@ def validate_spec(data: dict, plugins, source: str = "<spec>", lines: _Lines | N
     problems += provider_problems(data, plugins)
     problems += orchestrator_problems(data, schema)
     try:
-        for result in plugins.hook.gcpgpu_validate(spec=data):
+        for result in plugins.hook.gcpgpu_validate(spec=data, base_dir=base_dir or Path.cwd()):
             problems.extend(result or [])
     except Exception:
         if not errors:
@@ -704,7 +706,7 @@ def load_spec(path, plugins) -> dict:
     """Read, validate and default-fill a cluster file. Raises SpecError listing every problem."""
     source = str(path)
     data, lines = _read_yaml(Path(path), source)
-    return validate_spec(data, plugins, source, lines)
+    return validate_spec(data, plugins, source, lines, Path(path).resolve().parent)
 
 
 def _finish(problems: list[Problem], lines: _Lines) -> list[Problem]:

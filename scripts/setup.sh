@@ -16,3 +16,10 @@ fi
 extra=$(grep -hv '^\s*#' .ci/pip-packages.txt 2>/dev/null | sort -u | tr '\n' ' ')
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' $extra 2>&1 \
   | { grep -v "as the 'root' user" || true; }   # pipefail keeps pip's exit status
+
+# Ray wheelhouse (tests/test_ray_e2e.py): the test nodes have no internet, so the wheels are
+# downloaded here, before the tests run inside `unshare --net`. Quick when already there.
+for extras in --no-dashboard --dashboard; do
+  python3 -c 'from gcpgpu.cli import main; main()' ray wheelhouse $extras \
+    || echo "note: no Ray wheelhouse (no PyPI?): the Ray end-to-end tests will be skipped" >&2
+done
