@@ -41,3 +41,29 @@ def _no_real_google(monkeypatch, tmp_path):
     monkeypatch.setenv("GCPGPU_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("GCPGPU_KEYS_DIR", str(tmp_path / "keys"))
     monkeypatch.delenv("GCPGPU_ENDPOINT", raising=False)
+
+
+@pytest.fixture
+def node_rig(tmp_path, monkeypatch):
+    """(emulator, node pool): an emulator whose VMs are real test nodes, with GCPGPU_ENDPOINT
+    pointing at it. Skips, saying why, where test nodes cannot be made (not root, not Linux)."""
+    import os
+
+    from gcpgpu.emulator import Emulator
+    from gcpgpu.emulator.nodes import NodePool, nodes_supported
+
+    supported, reason = nodes_supported()
+    if not supported:
+        pytest.skip(f"test nodes unavailable: {reason}")
+    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
+    slot = os.getpid() % 250  # runs may share this machine: a bridge and subnet of our own
+    pool = NodePool(tmp_path / "nodes", bridge=f"gcpgpu-e2e{slot}", subnet=f"10.201.{slot}")
+    emu = Emulator(latency=0.05)
+    emu.start()
+    emu.bind_nodes(pool)
+    monkeypatch.setenv("GCPGPU_ENDPOINT", emu.url)
+    try:
+        yield emu, pool
+    finally:
+        emu.stop()
+        pool.close()

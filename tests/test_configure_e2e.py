@@ -6,38 +6,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from gcpgpu.cli import cli, configure_hosts
-from gcpgpu.emulator import Emulator
-from gcpgpu.emulator.nodes import NodePool, nodes_supported
 from gcpgpu.engine import open_cluster
 from gcpgpu.plugins import Plugins
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def rig(tmp_path, monkeypatch):
-    ok, reason = nodes_supported()
-    if not ok:
-        pytest.skip(f"test nodes unavailable: {reason}")
-    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
-    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-e2e", subnet="10.201.0")
-    emu = Emulator(latency=0.05)
-    emu.start()
-    emu.bind_nodes(pool)
-    monkeypatch.setenv("GCPGPU_ENDPOINT", emu.url)
-    try:
-        yield emu, pool
-    finally:
-        emu.stop()
-        pool.close()
 
 
 def make_cluster_files(tmp_path: Path) -> Path:
@@ -72,8 +52,8 @@ def configure(spec: Path, **options):
     return configure_hosts(cluster, cluster.hosts(), **options)
 
 
-def test_up_configure_recreate_check_and_down(rig, tmp_path):
-    emu, pool = rig
+def test_up_configure_recreate_check_and_down(node_rig, tmp_path):
+    emu, pool = node_rig
     spec = make_cluster_files(tmp_path)
     gcpgpu("up", str(spec))
     names = ["e2e-head-0000", "e2e-workers-0000", "e2e-workers-0001"]
@@ -168,8 +148,8 @@ def test_up_configure_recreate_check_and_down(rig, tmp_path):
 
 
 
-def test_a_failed_host_fails_the_command_and_the_others_stay_configured(rig, tmp_path):
-    emu, pool = rig
+def test_a_failed_host_fails_the_command_and_the_others_stay_configured(node_rig, tmp_path):
+    emu, pool = node_rig
     spec = make_cluster_files(tmp_path)
     spec.write_text(spec.read_text().replace("  head: {count: 1, machine_type: n1-standard-4}\n", ""))
     gcpgpu("up", str(spec), "--no-configure")

@@ -4,10 +4,7 @@ and end to end: `gcpgpu up` reports unhealthy nodes instead of calling the clust
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -94,29 +91,11 @@ def test_after_configure_returns_unhealthy_nodes_and_prints_the_table(capsys):
 # ------------------------------------------------------------------------------ end to end
 
 @pytest.fixture
-def rig(tmp_path, monkeypatch):
-    from gcpgpu.emulator import Emulator
-    from gcpgpu.emulator.nodes import NodePool, nodes_supported
-
-    supported, reason = nodes_supported()
-    if not supported:
-        pytest.skip(f"test nodes unavailable: {reason}")
-    slot = os.getpid() % 250  # several runs share this machine: a bridge and subnet of our own
-    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
-    pool = NodePool(tmp_path / "nodes", bridge=f"gcpgpu-h{slot}", subnet=f"10.205.{slot}")
-    emu = Emulator(latency=0.05)
-    emu.start()
-    emu.bind_nodes(pool)
-    monkeypatch.setenv("GCPGPU_ENDPOINT", emu.url)
+def rig(node_rig, monkeypatch):
     from gcpgpu import report
 
     monkeypatch.setattr(report.console, "width", 200)  # tables unwrapped, for the assertions
-    try:
-        yield emu, pool
-    finally:
-        emu.stop()
-        pool.close()
-
+    return node_rig
 
 def gcpgpu(*args, expect=0) -> str:
     from gcpgpu.cli import cli

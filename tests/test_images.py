@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from click.testing import CliRunner
 
 from gcpgpu.cli import cli, configure_hosts
-from gcpgpu.emulator import Emulator
-from gcpgpu.emulator.nodes import NodePool, nodes_supported
 from gcpgpu.engine import open_cluster
 from gcpgpu.plugins import Plugins
 
 
-@pytest.fixture
-def rig(tmp_path, monkeypatch):
-    ok, reason = nodes_supported()
-    if not ok:
-        pytest.skip(f"test nodes unavailable: {reason}")
-    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
-    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-img", subnet="10.207.0")
-    emu = Emulator(latency=0.05)
-    emu.start()
-    emu.bind_nodes(pool)
-    monkeypatch.setenv("GCPGPU_ENDPOINT", emu.url)
-    try:
-        yield emu, pool
-    finally:
-        emu.stop()
-        pool.close()
 
 
 def gcpgpu(*args, expect=0):
@@ -61,8 +42,8 @@ ssh: {{timeout_s: 60}}
     return str(spec)
 
 
-def test_a_cluster_from_the_image_family_needs_no_configuration(rig, tmp_path):
-    emu, pool = rig
+def test_a_cluster_from_the_image_family_needs_no_configuration(node_rig, tmp_path):
+    emu, pool = node_rig
     spec = write_spec(tmp_path)
     gcpgpu("up", spec)
     machine_id = pool.node("img-nodes-0000").path("/etc/machine-id").read_text()
@@ -84,8 +65,8 @@ def test_a_cluster_from_the_image_family_needs_no_configuration(rig, tmp_path):
     gcpgpu("down", spec)
 
 
-def test_image_create_refuses_bad_names_and_unknown_nodes(rig, tmp_path):
-    emu, pool = rig
+def test_image_create_refuses_bad_names_and_unknown_nodes(node_rig, tmp_path):
+    emu, pool = node_rig
     spec = write_spec(tmp_path)
     gcpgpu("up", spec, "--no-configure")
     assert "--family 'Bad_Family'" in gcpgpu("image", "create", spec, "--from", "img-nodes-0000",

@@ -273,25 +273,10 @@ def test_template_names_must_fit(tmp_path):
 
 # -- end to end on real test nodes ------------------------------------------------------------------
 
-@pytest.fixture
-def rig(tmp_path, monkeypatch):
-    from gcpgpu.emulator.nodes import NodePool, nodes_supported
-
-    ok, reason = nodes_supported()
-    if not ok:
-        pytest.skip(f"test nodes unavailable: {reason}")
-    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
-    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-mig", subnet="10.202.7")
-    with Emulator(latency=0.05) as emulator:
-        emulator.bind_nodes(pool)
-        try:
-            yield emulator, pool
-        finally:
-            pool.close()
 
 
-def test_up_configures_the_groups_nodes_and_a_resize_configures_the_new_one(rig, tmp_path):
-    emu, pool = rig
+def test_up_configures_the_groups_nodes_and_a_resize_configures_the_new_one(node_rig, tmp_path):
+    emu, pool = node_rig
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "train.py").write_text("print('train')\n")
     spec = write_spec(tmp_path, "count: 2\nmachine_type: g2-standard-8",

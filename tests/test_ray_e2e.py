@@ -21,8 +21,6 @@ import pytest
 from click.testing import CliRunner
 
 from gcpgpu.cli import cli, configure_hosts
-from gcpgpu.emulator import Emulator
-from gcpgpu.emulator.nodes import NodePool, nodes_supported
 from gcpgpu.engine import open_cluster
 from gcpgpu.plugins import Plugins
 from gcpgpu_plugins import ray as ray_plugin
@@ -58,27 +56,12 @@ print(json.dumps({"argv": sys.argv[1:], "hostnames": sorted(ray.get(pinned)),
 
 
 @pytest.fixture
-def rig(tmp_path, monkeypatch):
-    ok, reason = nodes_supported()
-    if not ok:
-        pytest.skip(f"test nodes unavailable: {reason}")
+def rig(node_rig, monkeypatch):
     for wheelhouse in (WHEELHOUSE, DASHBOARD_WHEELHOUSE):
         if not ray_plugin.has_ray_wheel(wheelhouse, ray_plugin.RAY_VERSION):
             pytest.skip(f"no Ray wheelhouse at {wheelhouse}: run scripts/setup.sh (it downloads it)")
-    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
     monkeypatch.setattr(ray_plugin, "GPU_DEVICE_DIR", FAKE_GPUS)
-    slot = os.getpid() % 250
-    pool = NodePool(tmp_path / "nodes", bridge=f"gcpgpu-ray{slot}", subnet=f"10.206.{slot}")
-    emu = Emulator(latency=0.05)
-    emu.start()
-    emu.bind_nodes(pool)
-    monkeypatch.setenv("GCPGPU_ENDPOINT", emu.url)
-    try:
-        yield emu, pool
-    finally:
-        emu.stop()
-        pool.close()
-
+    return node_rig
 
 def write_spec(tmp_path: Path) -> Path:
     spec = tmp_path / "cluster.yaml"

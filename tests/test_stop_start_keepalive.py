@@ -8,32 +8,13 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from click.testing import CliRunner
 
 from gcpgpu.cli import cli
-from gcpgpu.emulator import Emulator
-from gcpgpu.emulator.nodes import NodePool, nodes_supported
 
 LOG = "/var/log/gcpgpu/startup.log"
 
 
-@pytest.fixture
-def rig(tmp_path, monkeypatch):
-    ok, reason = nodes_supported()
-    if not ok:
-        pytest.skip(f"test nodes unavailable: {reason}")
-    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
-    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-life", subnet="10.205.0")
-    emu = Emulator(latency=0.05)
-    emu.start()
-    emu.bind_nodes(pool)
-    monkeypatch.setenv("GCPGPU_ENDPOINT", emu.url)
-    try:
-        yield emu, pool
-    finally:
-        emu.stop()
-        pool.close()
 
 
 def gcpgpu(*args):
@@ -71,8 +52,8 @@ ssh: {{timeout_s: 60}}
     return str(spec)
 
 
-def test_stop_then_start_a_group_keeps_disks_and_configures_it_again(rig, tmp_path):
-    emu, pool = rig
+def test_stop_then_start_a_group_keeps_disks_and_configures_it_again(node_rig, tmp_path):
+    emu, pool = node_rig
     spec = write_spec(tmp_path, "  head: {count: 1, machine_type: n1-standard-4}\n"
                                 "  workers: {count: 2, machine_type: g2-standard-8}")
     gcpgpu("up", spec)
@@ -90,8 +71,8 @@ def test_stop_then_start_a_group_keeps_disks_and_configures_it_again(rig, tmp_pa
     gcpgpu("down", spec)
 
 
-def test_keepalive_restarts_preempted_spot_workers_and_recreates_on_stockout(rig, tmp_path):
-    emu, pool = rig
+def test_keepalive_restarts_preempted_spot_workers_and_recreates_on_stockout(node_rig, tmp_path):
+    emu, pool = node_rig
     spec = write_spec(tmp_path, "  workers: {count: 4, machine_type: g2-standard-8, spot: true}")
     gcpgpu("up", spec)
     names = [f"life-workers-{i:04d}" for i in range(4)]

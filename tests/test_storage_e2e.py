@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from click.testing import CliRunner
 
 from gcpgpu.cli import cli, configure_hosts
-from gcpgpu.emulator import Emulator
 from gcpgpu.emulator.filestore import FilestoreService
-from gcpgpu.emulator.nodes import NodePool, nodes_supported
 from gcpgpu.emulator.storage import StorageService
 from gcpgpu.engine import open_cluster
 from gcpgpu.plugins import Plugins
@@ -34,22 +31,6 @@ storage:
 """
 
 
-@pytest.fixture
-def rig(tmp_path, monkeypatch):
-    ok, reason = nodes_supported()
-    if not ok:
-        pytest.skip(f"test nodes unavailable: {reason}")
-    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(tmp_path / "ansible-tmp"))
-    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-sto", subnet="10.206.0")
-    emu = Emulator(latency=0.05)
-    emu.start()
-    emu.bind_nodes(pool)
-    monkeypatch.setenv("GCPGPU_ENDPOINT", emu.url)
-    try:
-        yield emu, pool
-    finally:
-        emu.stop()
-        pool.close()
 
 
 def gcpgpu(*args, expect=0):
@@ -63,8 +44,8 @@ def configure(spec):
     return configure_hosts(cluster, cluster.hosts())
 
 
-def test_share_address_reaches_every_node_and_reconfigure_changes_nothing(rig, tmp_path):
-    emu, pool = rig
+def test_share_address_reaches_every_node_and_reconfigure_changes_nothing(node_rig, tmp_path):
+    emu, pool = node_rig
     spec = tmp_path / "cluster.yaml"
     spec.write_text(SPEC)
     gcpgpu("up", str(spec), "--no-configure")

@@ -10,34 +10,21 @@ import pytest
 from click.testing import CliRunner
 
 from gcpgpu.cli import cli
-from gcpgpu.emulator import Emulator
-from gcpgpu.emulator.nodes import NodePool, nodes_supported
 
 NAMES = ["sync-nodes-0000", "sync-nodes-0001"]
 
 
 @pytest.fixture
-def rig(tmp_path, monkeypatch):
-    ok, reason = nodes_supported()
-    if not ok:
-        pytest.skip(f"test nodes unavailable: {reason}")
-    pool = NodePool(tmp_path / "nodes", bridge="gcpgpu-sync", subnet="10.206.0")
-    emu = Emulator(latency=0.05)
-    emu.start()
-    emu.bind_nodes(pool)
-    monkeypatch.setenv("GCPGPU_ENDPOINT", emu.url)
+def rig(node_rig, tmp_path):
+    """Two running nodes of cluster `sync` and its spec (files: code -> /opt/code)."""
     spec = tmp_path / "cluster.yaml"
     spec.write_text("name: sync\nproject: demo-project\nzone: us-central1-a\n"
                     "node_groups:\n  nodes: {count: 2, machine_type: n1-standard-4}\n"
                     "files: {src: code, dest: /opt/code}\nssh: {timeout_s: 60}\n")
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "train.py").write_text("v1\n")
-    try:
-        gcpgpu("up", str(spec), "--no-configure")
-        yield pool, spec
-    finally:
-        emu.stop()
-        pool.close()
+    gcpgpu("up", str(spec), "--no-configure")
+    return node_rig[1], spec
 
 
 def gcpgpu(*args, expect=0):
