@@ -4,7 +4,7 @@
 On the controller:
   manifest SRC [--exclude PAT]... [--checksum]
       Print JSON {"files": [{"path", "size", "mtime", "mode", "checksum"?}], "keys", "count"}
-      for the filtered tree under SRC (paths relative, POSIX, sorted).
+      for the filtered tree under SRC (paths relative, POSIX, sorted), or {"error"}.
   bundle SRC [--dir DIR] [--compresslevel N]   (JSON list of relative paths on stdin)
       Write a new file in DIR: a runnable zip (`python3 FILE extract ...`) holding this helper as
       __main__.py and a tar of the listed files plus their parent directories (modes and integer
@@ -91,7 +91,9 @@ def key(rel, path, st, checksum):
 
 def cmd_manifest(args):
     if not os.path.isdir(args.src):
-        sys.exit("file_copy: source %r is not a directory on the controller" % args.src)
+        # Said in the JSON: the role reads this through a pipe lookup, which drops stderr.
+        json.dump({"error": "file_copy: source %r is not a directory on the controller" % args.src}, sys.stdout)
+        return
     files, keys = [], []
     for rel, path, st in walk(args.src, args.exclude):
         entry = {"path": rel, "size": st.st_size, "mtime": int(st.st_mtime),
