@@ -120,5 +120,10 @@ def failure_of(event: dict) -> dict | None:
     if data.get("ignore_errors"):
         return None
     res = data.get("res", {})
-    message = res.get("msg") or res.get("stderr") or res.get("reason") or ""
-    return {"host": data.get("host"), "task": data.get("task"), "message": str(message).strip()[:500]}
+    message = str(res.get("msg") or res.get("reason") or "").strip()
+    # A command's own words (raw and script merge stderr into stdout over an ssh tty) say more
+    # than "non-zero return code".
+    output = str(res.get("stderr") or res.get("stdout") or "").strip()
+    if output and output not in message:
+        message = f"{message}: {output[-400:]}" if message else output
+    return {"host": data.get("host"), "task": data.get("task"), "message": message[:500]}

@@ -2,11 +2,15 @@
 through ansible-runner with a local connection on throwaway paths (never this machine's /etc)."""
 from __future__ import annotations
 
+import grp
 import json
+import os
+import pwd
 import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 
 from .conftest import REPO, ok, run_playbook
 
@@ -19,7 +23,7 @@ def stage(*args: str, stdin: str | None = None) -> dict:
     return json.loads(r.stdout)
 
 
-def test_stage_manifest_excludes_and_archive(tmp_path):
+def test_stage_manifest_bundle_extract_and_listing(tmp_path):
     src = tmp_path / "src"
     (src / "a" / "__pycache__").mkdir(parents=True)
     (src / ".git").mkdir()
@@ -39,11 +43,35 @@ def test_stage_manifest_excludes_and_archive(tmp_path):
     assert sorted(files) == ["a/x.py", "data/keep.bin", "run.sh", "top.tmp"]
     assert files["run.sh"]["mode"] == "0750"
     assert len(files["a/x.py"]["checksum"]) == 40
-    out = stage("archive", str(src), f"--dir={tmp_path}", stdin=json.dumps(["a/x.py", "run.sh"]))
-    with tarfile.open(out["archive"]) as tar:
-        members = {t.name: t for t in tar.getmembers()}
-    assert sorted(members) == ["a", "a/x.py", "run.sh"]
-    assert members["run.sh"].mode == 0o750 and members["a"].isdir()
+    out = stage("bundle", str(src), f"--dir={tmp_path}", stdin=json.dumps(["a/x.py", "run.sh"]))
+    with zipfile.ZipFile(out["bundle"]) as bundle, bundle.open("payload.tar") as payload, \
+            tarfile.open(fileobj=payload, mode="r|") as tar:
+        members = {t.name: (t.mode, t.isdir()) for t in tar}
+    assert members == {"a": (0o755, True), "a/x.py": (0o644, False), "run.sh": (0o750, False)}
+
+    # The node side: the bundle unpacks itself (a runnable zip), then the listing matches the
+    # manifest's keys plus owner and group, so a second comparison finds nothing to send.
+    dest = tmp_path / "deep" / "dest"
+    user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    r = subprocess.run([sys.executable, out["bundle"], "extract", f"--dest={dest}", f"--owner={user}",
+                        "--mode=0750"], capture_output=True, text=True, check=True)
+    assert json.loads(r.stdout) == {"changed": True, "files": 2}
+    assert (dest / "run.sh").stat().st_mode & 0o777 == 0o750
+    assert (dest / "a" / "x.py").stat().st_mtime == int((src / "a" / "x.py").stat().st_mtime)
+    assert (dest.stat().st_mode & 0o777, dest.parent.stat().st_mode & 0o777) == (0o750, 0o750)
+    listing = stage("listing", str(dest), f"--owner={user}")
+    assert listing["group"] == group
+    want = {k + f"|{user}|{group}" for k in stage("manifest", str(src), "--exclude=*.tmp", "--exclude=.git",
+                                                   "--exclude=__pycache__", "--exclude=*.pyc",
+                                                   "--exclude=data")["keys"]}
+    assert want == set(listing["keys"])
+    (dest / "run.sh").chmod(0o700)  # drift: the key changes
+    assert want - set(stage("listing", str(dest), f"--owner={user}")["keys"]) == {
+        next(k for k in want if k.startswith("run.sh|"))}
+    # A destination that is a file is refused.
+    r = subprocess.run([sys.executable, str(STAGE), "listing", str(dest / "run.sh"), f"--owner={user}"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "is not a directory" in r.stderr
 
 
 def local_inventory() -> dict:
