@@ -162,7 +162,7 @@ def test_new_network_lifecycle_create_keep_change_down(emu, tmp_path):
     changes = [row for row in plan_rows(emu, spec) if row[0] != "keep"]
     assert changes == [("update", "firewall", "demo-net-0-ssh")]
     table = gcpgpu(emu, "plan", str(spec)).output
-    assert "0 to create, 1 to update, 0 to replace, 0 to delete" in table and "update" in table
+    assert "0 to create, 1 to update in place, 0 to replace, 0 to delete" in table and "update" in table
     emu.reset_calls()
     gcpgpu(emu, "up", str(spec))
     assert mutations(emu) == ["compute.firewalls.patch"]
