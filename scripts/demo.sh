@@ -28,6 +28,8 @@ step "gcpgpu validate $example"; gcpgpu validate "$example"
 step "gcpgpu plan $example";     gcpgpu plan "$example"
 if grep -q "test nodes: on" "$work/emulator.log"; then
   step "gcpgpu up $example"; gcpgpu up "$example"
+  echo "(expected: the test nodes have no GPU, so gpu_health reports them as it would a real VM"
+  echo " whose driver is missing; everything else is configured)"
   step "gcpgpu status $example"; gcpgpu status "$example"
   step "the inventory, through Ansible itself"
   ansible-inventory -i "$(command -v gcpgpu-inventory)" --graph
