@@ -13,7 +13,7 @@ from gcpgpu.configure import ConfigureResult
 from gcpgpu_plugins import node_roles
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("gpu_health_probe", REPO / "roles/gpu_health/library/gpu_health_probe.py")
+spec = importlib.util.spec_from_file_location("gpu_health_probe", REPO / "roles/gpu_health/files/gpu_health_probe.py")
 probe = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(probe)
 
