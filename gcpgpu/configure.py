@@ -59,8 +59,21 @@ def assemble_playbook(spec: dict, plugins, skip_roles=()) -> list[dict]:
     return playbook
 
 
+def as_imports(playbook: list[dict]) -> list[dict]:
+    """The plays with each role imported as a task, without Ansible's argument-spec check: gcpgpu
+    checked the same variables against the same specs before any API call, and Ansible's check
+    is one more task, with a worker forked per host, for every role of every run."""
+    def imported(role: dict) -> dict:
+        params = {k: v for k, v in role.items() if k not in ("role", "tags")}
+        return {"name": f"role {role['role']}", "tags": role["tags"], "vars": params,
+                "ansible.builtin.import_role": {"name": role["role"], "rolespec_validate": False}}
+
+    return [{**{k: v for k, v in play.items() if k != "roles"},
+             "tasks": [imported(role) for role in play["roles"]]} for play in playbook]
+
+
 def run_playbook(cluster, inventory, *, limit=None, tags=None, check=False, diff=False,
-                 skip_roles=(), event_handler=None, ssh_dir: Path | None = None) -> ConfigureResult:
+                 skip_roles=(), event_handler=None) -> ConfigureResult:
     import ansible_runner
 
     playbook = assemble_playbook(cluster.spec, cluster.plugins, skip_roles)
@@ -72,9 +85,7 @@ def run_playbook(cluster, inventory, *, limit=None, tags=None, check=False, diff
     with tempfile.TemporaryDirectory(prefix="gcpgpu-run-") as private:
         project = Path(private) / "project"
         project.mkdir()
-        (project / "site.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
-        control = Path(ssh_dir or private) / "cp"
-        control.mkdir(parents=True, exist_ok=True)
+        (project / "site.yml").write_text(yaml.safe_dump(as_imports(playbook), sort_keys=False))
         cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
 
         def on_event(event: dict) -> bool:
@@ -95,8 +106,8 @@ def run_playbook(cluster, inventory, *, limit=None, tags=None, check=False, diff
                 "ANSIBLE_PIPELINING": "True",
                 "ANSIBLE_SSH_TRANSFER_METHOD": "piped",  # files over the open connection, no sftp
                 "ANSIBLE_SSH_RETRIES": "3",  # a new session can race a control master that is exiting
-                "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s",
-                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
+                "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
+                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(cluster.keys.control_dir),
                 "ANSIBLE_HOST_KEY_CHECKING": "True",
                 "ANSIBLE_RETRY_FILES_ENABLED": "False",
                 "ANSIBLE_NOCOLOR": "True",

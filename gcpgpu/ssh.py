@@ -8,7 +8,9 @@ ssh`) read and write the same file.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +56,19 @@ class ClusterKeys:
     @property
     def known_hosts(self) -> Path:
         return self.dir / "known_hosts"
+
+    @property
+    def control_dir(self) -> Path:
+        """Where ssh keeps the cluster's shared connections (ControlPersist) between commands, as
+        Ansible's own default (~/.ansible/cp, 60 s) does: a configure right after an `up` skips
+        every handshake. Short, private and per cluster: a socket path must fit in 108 bytes."""
+        base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"gcpgpu-cp-{os.getuid()}"
+        base.mkdir(exist_ok=True, mode=0o700)
+        if base.stat().st_uid != os.getuid() or base.stat().st_mode & 0o077:
+            raise GcpgpuError(f"{base} must be a directory only you can use (it holds ssh connections)")
+        path = base / hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:12]
+        path.mkdir(exist_ok=True, mode=0o700)
+        return path
 
     def ensure(self) -> "ClusterKeys":
         with _KEYGEN_LOCK:  # parallel create batches all ask for the key

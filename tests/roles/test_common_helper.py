@@ -55,6 +55,20 @@ def test_facts_line_written_once_with_sorted_json(tmp_path):
     assert oct(fact.stat().st_mode & 0o777) == "0o644"
 
 
+def test_both_files_in_one_call_answer_together(tmp_path):
+    """The role keeps both files with one shell call per node: one answer covers both."""
+    hosts, fact = tmp_path / "hosts", tmp_path / "gcpgpu.fact"
+    hosts.write_text("127.0.0.1 localhost\n")
+    both = ("hosts", str(hosts), b64("10.0.0.1\tn0\n"), "facts", str(fact), b64('{"node": "n0"}'))
+    check = helper(*both, "--check")
+    assert check["changed"] and "+10.0.0.1\tn0" in check["diff"] and '+{"node": "n0"}' in check["diff"]
+    assert not fact.exists()
+    assert helper(*both)["changed"]
+    assert helper(*both) == {"changed": False, "diff": ""}
+    fact.chmod(0o600)  # drift in one file alone is a change
+    assert helper(*both)["changed"]
+
+
 def test_large_cluster_goes_through_blockinfile(tmp_path):
     """Past ~2500 hosts the block no longer fits one command line: blockinfile writes the same."""
     hosts_file = tmp_path / "hosts"

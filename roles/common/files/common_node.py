@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Node-side helper of the gcpgpu common role: standard library only, Python 3.6+, run as root.
 
-The role sends it inline (`python3 -c`) through ansible.builtin.raw: one shell call per file and
-no Ansible module machinery on the node (no module_utils to compile per call).
+The role sends it inline (`python3 -c`) through ansible.builtin.raw: one shell call for both files
+and no Ansible module machinery on the node (no module_utils to compile per call).
+
+  OPERATION [OPERATION ...] [--check], each OPERATION one of:
 
   hosts FILE DATA [--check]
       DATA: base64 of the block's text (one "ip<TAB>name" line per host). Keep it in FILE
@@ -13,10 +15,9 @@ no Ansible module machinery on the node (no module_utils to compile per call).
       DATA: base64 of the facts as JSON. Keep them as one line of sorted JSON in FILE (the last
       line starting with "{" is replaced, else the line is appended).
 
-Both make FILE root:root 0644 and print one JSON line {"changed", "diff"} (diff: unified text,
-empty when nothing changes). --check changes nothing and says what would change.
+Each makes its FILE root:root 0644. One JSON line {"changed", "diff"} answers for all of them
+(diff: unified text, empty when nothing changes). --check changes nothing and says what would change.
 """
-import argparse
 import base64
 import difflib
 import errno
@@ -95,6 +96,7 @@ def attributes_differ(path):
 
 
 def apply(path, before, after, check):
+    """(changed, diff) of making `path` hold `after`; written unless `check`."""
     changed = before != after or (before is not None and attributes_differ(path))
     diff = "".join(difflib.unified_diff(before or [], after, path + " (before)", path + " (after)"))
     if changed and not check:
@@ -102,27 +104,31 @@ def apply(path, before, after, check):
             write(path, "".join(after))
         os.chown(path, 0, 0)
         os.chmod(path, 0o644)
-    print(json.dumps({"changed": changed, "diff": diff}))
+    return changed, diff
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["hosts", "facts"])
-    parser.add_argument("file")
-    parser.add_argument("data")
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    data = decode(args.data)
-    before = read_lines(args.file)
-    if args.what == "hosts":
+def operate(what, path, data, check):
+    data = decode(data)
+    before = read_lines(path)
+    if what == "hosts":
         block = [line + "\n" for line in data.splitlines() if line.strip()]
         if before is None and not block:
-            print(json.dumps({"changed": False, "diff": ""}))
-            return
+            return False, ""
         after = with_block(before or [], block)
     else:
         after = with_fact_line(before or [], json.dumps(json.loads(data), sort_keys=True) + "\n")
-    apply(args.file, before, after, args.check)
+    return apply(path, before, after, check)
+
+
+def main():
+    args = sys.argv[1:]
+    check = "--check" in args
+    args = [arg for arg in args if arg != "--check"]
+    if len(args) % 3 or not args or any(what not in ("hosts", "facts") for what in args[::3]):
+        sys.exit(__doc__)
+    results = [operate(*args[i:i + 3], check) for i in range(0, len(args), 3)]
+    print(json.dumps({"changed": any(changed for changed, _ in results),
+                      "diff": "".join(diff for _, diff in results)}))
 
 
 if __name__ == "__main__":
