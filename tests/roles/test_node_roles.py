@@ -36,11 +36,13 @@ def messages(result, task: str) -> dict[str, str]:
 
 
 def tasks_run(result, role: str) -> dict[str, set[str]]:
-    """{host: names of the tasks of ``role`` that ran on it} (skipped ones excluded)."""
+    """{host: names of the tasks of ``role`` that ran on it} (skipped ones and Ansible's own
+    argument check excluded)."""
     ran: dict[str, set[str]] = {}
     for event in result.events:
         data = event.get("event_data", {})
-        if event.get("event") in ("runner_on_ok", "runner_on_failed") and data.get("role") == role:
+        if (event.get("event") in ("runner_on_ok", "runner_on_failed") and data.get("role") == role
+                and not data["task"].startswith("Validating arguments")):
             ran.setdefault(data["host"], set()).add(data["task"])
     return ran
 
