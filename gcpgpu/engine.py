@@ -78,22 +78,26 @@ class Cluster:
                   if hasattr(provider, "cluster_resources") and provider.cluster_resources(self.spec)}
         return [self.plugins.providers[n] for n in sorted(names) if n in self.plugins.providers]
 
-    def observe(self, everything: bool = False) -> list[Resource]:
-        providers = self._providers(everything)
+    def observe(self, everything: bool = False, offering: str = "") -> list[Resource]:
+        """Live resources of the providers in use (of every provider with ``everything``). With
+        ``offering``, only of providers that have that method: listing hosts reads no IAM policy."""
+        providers = [p for p in self._providers(everything) if not offering or hasattr(p, offering)]
         with ThreadPoolExecutor(max_workers=max(1, len(providers))) as pool:
             found = pool.map(lambda p: p.observe(self.context()), providers)
         return [resource for resources in found for resource in resources]
 
-    def _live_by_provider(self, live: list[Resource] | None) -> dict[str, list[Resource]]:
-        live = self.observe() if live is None else live
-        by_provider = {provider.name: [] for provider in self._providers(everything=False)}
+    def _live_by_provider(self, live: list[Resource] | None, offering: str) -> dict[str, list[Resource]]:
+        """{provider name: its live resources} for the providers that have method ``offering``."""
+        live = self.observe(offering=offering) if live is None else live
+        by_provider = {p.name: [] for p in self._providers(everything=False) if hasattr(p, offering)}
         for resource in live:
-            by_provider.setdefault(resource.provider, []).append(resource)
+            if hasattr(self.plugins.providers.get(resource.provider), offering):
+                by_provider.setdefault(resource.provider, []).append(resource)
         return by_provider
 
     def hosts(self, live: list[Resource] | None = None) -> list[Host]:
         found = []
-        for name, resources in sorted(self._live_by_provider(live).items()):
+        for name, resources in sorted(self._live_by_provider(live, "hosts").items()):
             for host in self.plugins.providers[name].hosts(self.context(), resources):
                 host.provider = name
                 found.append(host)
@@ -101,13 +105,9 @@ class Cluster:
 
     def variables(self, live: list[Resource] | None = None) -> dict:
         """Variables every host sees, from the providers that offer some (e.g. share addresses)."""
-        if not any(hasattr(p, "variables") for p in self._providers(everything=False)):
-            return {}
         found: dict = {}
-        for name, resources in sorted(self._live_by_provider(live).items()):
-            provider = self.plugins.providers[name]
-            if hasattr(provider, "variables"):
-                found.update(provider.variables(self.context(), resources))
+        for name, resources in sorted(self._live_by_provider(live, "variables").items()):
+            found.update(self.plugins.providers[name].variables(self.context(), resources))
         return found
 
     def plan(self) -> Plan:

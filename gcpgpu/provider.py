@@ -88,11 +88,12 @@ class Provider(Protocol):
     def delete(self, ctx: Context, resources: list[Resource]) -> None:
         """Delete the resources, waiting until done. Missing ones are not an error."""
 
-    def hosts(self, ctx: Context, live: list[Resource]) -> list[Host]:
-        """The hosts among the live resources (called for every provider the cluster uses,
-        with an empty list when none of its resources is live)."""
-
     # Optional methods, used when a provider has them:
+    #   hosts(ctx, live) -> list[Host]              the hosts among its live resources (called
+    #                                                 for every provider in use that has it, with
+    #                                                 an empty list when none of its resources is
+    #                                                 live); only these providers are observed to
+    #                                                 list hosts
     #   cluster_resources(spec) -> list[Resource]   cluster-wide resources (networks, shares,
     #                                                 buckets) that belong to no node group
     #   update(ctx, resources) -> None               apply changed update_digest settings in place

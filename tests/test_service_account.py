@@ -105,7 +105,7 @@ def test_a_concurrent_policy_change_is_retried_and_kept(emu, tmp_path, monkeypat
     def racing_get(params, query, body):
         served = real_get(params, query, body)
         reads.append(served)
-        if len(reads) == 2:  # (the plan reads first) after up's read-to-write, someone writes
+        if len(reads) == 1:  # after the plan's read, which up's write starts from, someone writes
             service.policies[params["project"]]["bindings"].append(
                 {"role": "roles/viewer", "members": ["user:bob@example.com"]})
             service.policies[params["project"]]["etag"] = service._etag()

@@ -316,9 +316,6 @@ class NetworkProvider:
             return None
         return _resource(self.name, kind, location, body, status="READY")
 
-    def hosts(self, ctx: Context, live: list[Resource]) -> list:
-        return []
-
     # -- changes ------------------------------------------------------------------------------
 
     def create(self, ctx: Context, resources: list[Resource]) -> None:

@@ -130,6 +130,12 @@ def _retry(predicate=is_transient):
 class ServiceAccountProvider:
     name = "service_account"
 
+    def __init__(self):
+        # The project policy `observe` read, {project: policy}: the first read-modify-write of the
+        # same command starts from it instead of reading again (its etag makes a stale one fail
+        # with 409, and the retry reads afresh).
+        self._observed_policy: dict[str, object] = {}
+
     def desired(self, spec: dict, group_name: str, group: dict) -> list[Resource]:
         return []
 
@@ -160,14 +166,11 @@ class ServiceAccountProvider:
                                       body=account, stage=20))
         except exceptions.NotFound:
             pass
-        policy = self._policy(ctx)
+        policy = self._observed_policy[ctx.project] = self._policy(ctx)
         for binding in policy.bindings:
             if f"serviceAccount:{email}" in binding.members and not binding.condition.expression:
                 found.append(self._binding(ctx.project, email, binding.role, status="BOUND"))
         return found
-
-    def hosts(self, ctx: Context, live: list[Resource]) -> list:
-        return []
 
     def create(self, ctx: Context, resources: list[Resource]) -> None:
         if resources[0].kind == ACCOUNT:
@@ -219,7 +222,7 @@ class ServiceAccountProvider:
         who = member(ctx.spec)
 
         def round_trip():
-            policy = self._policy(ctx)
+            policy = self._observed_policy.pop(ctx.project, None) or self._policy(ctx)
             if not _edit(policy, who, add, remove):
                 return
             policy.version = POLICY_VERSION

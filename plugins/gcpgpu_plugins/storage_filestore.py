@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from gcpgpu.errors import GcpgpuError
-from gcpgpu.provider import Context, Host, Resource
+from gcpgpu.provider import Context, Resource
 from gcpgpu_plugins.gcp import CLUSTER_LABEL, DIGEST_LABEL, digest, retry_policy
 from gcpgpu_plugins.storage_spec import nfs_shares
 
@@ -214,9 +214,6 @@ class FilestoreProvider:
         return f"projects/{ctx.project}/locations/{r.location}/instances/{r.name}"
 
     # -- what the nodes see -------------------------------------------------------------------
-
-    def hosts(self, ctx: Context, live: list[Resource]) -> list[Host]:
-        return []
 
     def variables(self, ctx: Context, live: list[Resource]) -> dict:
         """``gcpgpu_nfs_mounts``: the spec's shares whose instance is READY, with its address."""

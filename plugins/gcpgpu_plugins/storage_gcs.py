@@ -14,7 +14,7 @@ label ``gcpgpu-force-destroy=true``, so ``down`` honours it even without the spe
 from __future__ import annotations
 
 from gcpgpu.errors import GcpgpuError
-from gcpgpu.provider import Context, Host, Resource
+from gcpgpu.provider import Context, Resource
 from gcpgpu_plugins.gcp import CLUSTER_LABEL, DIGEST_LABEL, digest, service_account_email
 from gcpgpu_plugins.storage_spec import gcs_mounts
 
@@ -189,5 +189,3 @@ class GcsProvider:
         return any(m["bucket"] == r.name and m["force_destroy_all_objects"]
                    for m in created_buckets(ctx.spec))
 
-    def hosts(self, ctx: Context, live: list[Resource]) -> list[Host]:
-        return []
