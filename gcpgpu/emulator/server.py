@@ -49,8 +49,8 @@ class Call:
 
 @dataclass(frozen=True)
 class Media:
-    """A body that is not JSON, both ways: a request whose Content-Type is not JSON reaches the
-    services as a Media (e.g. a Cloud Storage upload), and a service answers raw bytes (a
+    """A body that is not JSON, both ways: a request whose Content-Type is not JSON, or sent to
+    an ``/upload/`` path, reaches the services as a Media (a Cloud Storage upload), and a service answers raw bytes (a
     download, or an empty 204) by returning one as its payload."""
 
     data: bytes
@@ -222,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type") or ""
         for service in self.server.emulator.services:
             try:
-                body = _request_body(raw_body, content_type)
+                body = _request_body(raw_body, content_type, path)
             except json.JSONDecodeError as error:
                 return 400, ApiError(400, "parseError", str(error)).body(), Call(
                     "unknown", http_method, path, None, http_method != "GET", 400)
@@ -262,11 +262,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload.data)
 
 
-def _request_body(raw_body: bytes, content_type: str):
-    """Decoded JSON ({} when empty), or a Media when the Content-Type says it is not JSON."""
-    if not raw_body.strip():
+def _request_body(raw_body: bytes, content_type: str, path: str):
+    """Decoded JSON ({} when empty), or a Media: a body whose Content-Type is not JSON, or any
+    body sent to Google's media upload paths (``/upload/...``: the data may be JSON text)."""
+    if not raw_body.strip() and not path.startswith("/upload/"):
         return {}
-    if content_type and "json" not in content_type.lower():
+    if path.startswith("/upload/") or (content_type and "json" not in content_type.lower()):
         return Media(raw_body, content_type)
     return json.loads(raw_body)
 

@@ -268,15 +268,13 @@ class StorageService:
     def _upload(self, params, query, body) -> dict:
         """objects.insert by upload: ``multipart`` (a JSON metadata part, then the data part)
         or ``media`` (the body is the data; the name is a query parameter)."""
-        from .server import Media
-
         bucket = self._bucket(params["bucket"])["name"]
         kind = query.get("uploadType")
-        data = body.data if isinstance(body, Media) else b""
+        data = body.data  # a Media: the server passes /upload/ bodies undecoded
         if kind == "multipart":
             metadata, data, content_type = _multipart(body)
         elif kind == "media":
-            metadata, content_type = {"name": query.get("name")}, body.content_type if data else ""
+            metadata, content_type = {"name": query.get("name")}, body.content_type
         else:
             raise invalid(f"Invalid upload type: {kind!r} (this emulator serves multipart and media)")
         name = metadata.get("name") or query.get("name")
@@ -372,10 +370,8 @@ def _default_policy(bucket: str, project: str) -> dict:
 
 
 def _multipart(body) -> tuple[dict, bytes, str]:
-    """(metadata, data, data content type) of a multipart/related upload body."""
-    from .server import Media
-
-    if not isinstance(body, Media) or not body.content_type.startswith("multipart/related"):
+    """(metadata, data, data content type) of a multipart/related upload body (a Media)."""
+    if not body.content_type.startswith("multipart/related"):
         raise invalid("Multipart upload needs a multipart/related body")
     header = f"Content-Type: {body.content_type}\r\n\r\n".encode()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + body.data)
