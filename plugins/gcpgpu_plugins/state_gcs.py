@@ -46,6 +46,7 @@ class GcsStore:
         self.client, self.bucket, self.cluster = client, bucket, cluster
         self.base = "/".join(part for part in (prefix, project, cluster) if part)
         self.generations: dict[str, int] = {}  # name -> generation last read or written (0: absent)
+        self.bucket_seen = False
 
     @property
     def where(self) -> str:
@@ -72,6 +73,7 @@ class GcsStore:
                 self.generations[name] = 0
                 return None
         self.generations[name] = blob.generation  # from the download's X-Goog-Generation
+        self.bucket_seen = True
         return text
 
     def write(self, name: str, text: str) -> None:
@@ -172,8 +174,11 @@ class GcsStore:
     # ------------------------------------------------------------------ errors
 
     def _check_bucket(self) -> None:
-        """Listing needs only object permissions (roles/storage.objectUser), unlike buckets.get."""
-        list(self.client.list_blobs(self.bucket, prefix=f"{self.base}/", max_results=1))
+        """Once per command. Listing needs only object permissions (roles/storage.objectUser),
+        unlike buckets.get."""
+        if not self.bucket_seen:
+            list(self.client.list_blobs(self.bucket, prefix=f"{self.base}/", max_results=1))
+            self.bucket_seen = True
 
     def _unusable(self) -> GcpgpuError:
         return GcpgpuError(
