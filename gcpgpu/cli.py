@@ -414,20 +414,23 @@ def expires_at(snapshot: dict) -> float | None:
 @click.pass_obj
 def list_clusters(session, as_json):
     """List every cluster this machine's state knows (made by `up`, not yet `down`), with its
-    node count and cost per hour. Reads local state only: no API call.
+    node count and cost per hour. Reads local state only: no API call (a cluster whose state is
+    in a bucket is listed from the spec copy `up` left here; its resource count is not read).
 
     Example: gcpgpu ls
     """
     from gcpgpu import cost, report
-    from gcpgpu.state import known_clusters
+    from gcpgpu.state import known_clusters, scheme_of
 
     rows = []
     for state, snapshot in known_clusters():
         spec = snapshot["spec"]
         hourly = cost.total(cost.planned(cost.price_items(spec, session.plugins)))
+        path = (spec.get("state") or {}).get("path")
+        remote = path if scheme_of(path) else None
         rows.append({"cluster": spec["name"], "project": spec["project"], "spec": snapshot["spec_path"],
-                     "resources": len(state.resources), "hourly": hourly,
-                     "expires": expires_at(snapshot)})
+                     "resources": None if remote else len(state.resources), "state": remote or str(state.dir),
+                     "hourly": hourly, "expires": expires_at(snapshot)})
     if as_json:
         return report.print_json({"clusters": rows})
     report.console.print(report.clusters_table(rows))

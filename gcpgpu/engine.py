@@ -226,4 +226,5 @@ def open_cluster(path: str, plugins, endpoint: str | None) -> Cluster:
     from gcpgpu.state import ClusterState
 
     spec = read_spec(path, plugins)
-    return Cluster(spec, plugins, ClientFactory(endpoint), ClusterState.for_spec(spec))
+    clients = ClientFactory(endpoint)
+    return Cluster(spec, plugins, clients, ClusterState.for_spec(spec, clients, plugins))

@@ -96,3 +96,28 @@ def gcpgpu_after_configure(cluster, hosts, result):
     Called after every run, also with ``--check``, ``--tags`` or ``--limit``: say nothing when
     your data is absent. ``gcpgpu up`` shows the problems instead of calling the cluster ready.
     """
+
+
+@hookspec(firstresult=True)
+def gcpgpu_state_store(path, project, cluster, clients):
+    """Return a store keeping the cluster's state at ``path``, or None when ``path`` is not yours.
+
+    ``path`` is a ``state.path`` with a scheme (e.g. ``gs://bucket/prefix``; a plain path is a
+    local directory and never reaches this hook); ``clients`` is the command's
+    :class:`gcpgpu.clients.ClientFactory`. A store offers, like :class:`gcpgpu.state.LocalStore`:
+    ``remote`` (True), ``where`` (a description for messages), ``read(name) -> str | None``,
+    ``write(name, text)``, ``delete(name)``, ``lock(command)`` (a context manager that raises
+    :class:`gcpgpu.errors.LockedError` naming the holder, from :func:`gcpgpu.state.holder_line`)
+    and ``unlock() -> holder or None`` (removes a lock a dead holder left). Raise
+    :class:`gcpgpu.errors.GcpgpuError` when the place cannot be used (e.g. no such bucket),
+    before anything is created.
+    """
+
+
+@hookspec
+def gcpgpu_state_schemes():
+    """Return the ``state.path`` schemes (e.g. ``["gs"]``) your ``gcpgpu_state_store`` serves.
+
+    Validation refuses a ``state.path`` whose scheme no plugin names, without any API call.
+    Check the rest of the path (e.g. the bucket name) in ``gcpgpu_validate``.
+    """

@@ -110,7 +110,8 @@ def clusters_table(rows: list[dict]) -> Table:
         table.add_column(column)
     for row in rows:
         expires = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["expires"])) if row["expires"] else ""
-        table.add_row(row["cluster"], row["project"], str(row["resources"]), f"{row['hourly']:.2f}",
+        resources = f"in {row['state']}" if row["resources"] is None else str(row["resources"])
+        table.add_row(row["cluster"], row["project"], resources, f"{row['hourly']:.2f}",
                       expires, row["spec"])
     if not rows:
         table.caption = "no clusters: nothing of yours is billed from this machine's state"

@@ -673,6 +673,22 @@ def provider_problems(spec: dict, plugins) -> list[Problem]:
     return problems
 
 
+def state_problems(spec: dict, plugins) -> list[Problem]:
+    """A ``state.path`` with a scheme (gs://...) needs a plugin that keeps state there."""
+    from gcpgpu.state import scheme_of
+
+    path = spec.get("state", {}).get("path") if isinstance(spec.get("state"), dict) else None
+    scheme = scheme_of(path)
+    known = sorted({s for found in plugins.hook.gcpgpu_state_schemes() for s in found or []})
+    if scheme is None or scheme in known:
+        return []
+    offered = ", ".join(f"{s}://" for s in known) or "none"
+    return [Problem("state.path", f"no plugin keeps state at {scheme}:// ('{path}'); "
+                                  f"remote state schemes: {offered}",
+                    "use a local directory" + (f" or {known[0]}://BUCKET/PREFIX" if known else "")
+                    + "; `gcpgpu plugins` lists the loaded plugins")]
+
+
 # -- entry points ---------------------------------------------------------------------------------
 
 def validate_spec(data: dict, plugins, source: str = "<spec>", lines: _Lines | None = None,
@@ -687,6 +703,7 @@ def validate_spec(data: dict, plugins, source: str = "<spec>", lines: _Lines | N
     problems += _schema_problems(errors, schema)
     problems += core_problems(data)
     problems += provider_problems(data, plugins)
+    problems += state_problems(data, plugins)
     problems += orchestrator_problems(data, schema)
     try:
         for result in plugins.hook.gcpgpu_validate(spec=data, base_dir=base_dir or Path.cwd()):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -45,6 +45,17 @@ class Call:
     zone: str | None
     mutating: bool
     status: int
+
+
+@dataclass(frozen=True)
+class Media:
+    """A body that is not JSON, both ways: a request whose Content-Type is not JSON, or sent to
+    an ``/upload/`` path, reaches the services as a Media (a Cloud Storage upload), and a service answers raw bytes (a
+    download, or an empty 204) by returning one as its payload."""
+
+    data: bytes
+    content_type: str = "application/octet-stream"
+    headers: dict = field(default_factory=dict)  # extra response headers, e.g. X-Goog-Generation
 
 
 class Emulator:
@@ -208,9 +219,10 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _api(self, http_method: str, path: str, query: dict, raw_body: bytes) -> tuple[int, dict, Call]:
+        content_type = self.headers.get("Content-Type") or ""
         for service in self.server.emulator.services:
             try:
-                body = json.loads(raw_body) if raw_body.strip() else {}
+                body = _request_body(raw_body, content_type, path)
             except json.JSONDecodeError as error:
                 return 400, ApiError(400, "parseError", str(error)).body(), Call(
                     "unknown", http_method, path, None, http_method != "GET", 400)
@@ -237,13 +249,27 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
         return f"http://{host}"
 
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
+    def _send(self, status: int, payload) -> None:
+        if not isinstance(payload, Media):
+            payload = Media(json.dumps(payload).encode(), "application/json; charset=UTF-8")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
+        if status != 204:  # No Content: no body, no type
+            self.send_header("Content-Type", payload.content_type)
+        for name, value in payload.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload.data)))
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write(payload.data)
+
+
+def _request_body(raw_body: bytes, content_type: str, path: str):
+    """Decoded JSON ({} when empty), or a Media: a body whose Content-Type is not JSON, or any
+    body sent to Google's media upload paths (``/upload/...``: the data may be JSON text)."""
+    if not raw_body.strip() and not path.startswith("/upload/"):
+        return {}
+    if path.startswith("/upload/") or (content_type and "json" not in content_type.lower()):
+        return Media(raw_body, content_type)
+    return json.loads(raw_body)
 
 
 def _admin(emulator: Emulator, http_method: str, action: str, raw_body: bytes) -> tuple[int, dict]:

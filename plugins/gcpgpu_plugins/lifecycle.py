@@ -207,7 +207,7 @@ def sweep(session, dry_run):
     from gcpgpu.clients import ClientFactory
     from gcpgpu.cli import expires_at
     from gcpgpu.engine import Cluster
-    from gcpgpu.state import known_clusters
+    from gcpgpu.state import ClusterState, known_clusters, scheme_of
 
     now = time.time()
     for state, snapshot in known_clusters():
@@ -220,7 +220,10 @@ def sweep(session, dry_run):
                              + (": would delete it" if dry_run else ": deleting it"))
         if dry_run:
             continue
-        cluster = Cluster(spec, session.plugins, ClientFactory(session.endpoint), state)
+        clients = ClientFactory(session.endpoint)
+        if scheme_of((spec.get("state") or {}).get("path")):  # here: only the spec copy; state is remote
+            state = ClusterState.for_spec(spec, clients, session.plugins)
+        cluster = Cluster(spec, session.plugins, clients, state)
         with state.lock("gcpgpu sweep"):
             with report.progress() as start_batch:
                 cluster.apply(cluster.plan_down(), start_batch)
