@@ -108,6 +108,8 @@ def run_playbook(cluster, inventory, *, limit=None, tags=None, check=False, diff
                 "ANSIBLE_SSH_RETRIES": "3",  # a new session can race a control master that is exiting
                 "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
                 "ANSIBLE_SSH_CONTROL_PATH_DIR": str(cluster.keys.control_dir),
+                # OpenSSH's own hash of host, port and user: wait_for_ssh finds the same master.
+                "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
                 "ANSIBLE_HOST_KEY_CHECKING": "True",
                 "ANSIBLE_RETRY_FILES_ENABLED": "False",
                 "ANSIBLE_NOCOLOR": "True",
