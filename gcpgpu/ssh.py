@@ -8,6 +8,7 @@ ssh`) read and write the same file.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -58,7 +59,7 @@ class ClusterKeys:
     def known_hosts(self) -> Path:
         return self.dir / "known_hosts"
 
-    @property
+    @functools.cached_property
     def control_dir(self) -> Path:
         """Where ssh keeps the cluster's shared connections (ControlPersist) between commands, as
         Ansible's own default (~/.ansible/cp, 60 s) does: a configure right after an `up` skips
