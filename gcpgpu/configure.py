@@ -106,7 +106,10 @@ def run_playbook(cluster, inventory, *, limit=None, tags=None, check=False, diff
                 "ANSIBLE_PIPELINING": "True",
                 "ANSIBLE_SSH_TRANSFER_METHOD": "piped",  # files over the open connection, no sftp
                 "ANSIBLE_SSH_RETRIES": "3",  # a new session can race a control master that is exiting
-                "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
+                # Shared connections outlive the run by 60 s; keep-alives end one whose VM is
+                # gone (deleted, preempted) within ~45 s instead of leaving it to hang a session.
+                "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s "
+                                    "-o ServerAliveInterval=15 -o ServerAliveCountMax=2",
                 "ANSIBLE_SSH_CONTROL_PATH_DIR": str(cluster.keys.control_dir),
                 # OpenSSH's own hash of host, port and user: wait_for_ssh finds the same master.
                 "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",

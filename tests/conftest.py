@@ -44,6 +44,15 @@ def _no_real_google(monkeypatch, tmp_path):
 
 
 @pytest.fixture
+def emu():
+    """An emulator without test nodes (50 ms per operation)."""
+    from gcpgpu.emulator import Emulator
+
+    with Emulator(latency=0.05) as emulator:
+        yield emulator
+
+
+@pytest.fixture
 def node_rig(tmp_path, monkeypatch):
     """(emulator, node pool): an emulator whose VMs are real test nodes, with GCPGPU_ENDPOINT
     pointing at it. Skips, saying why, where test nodes cannot be made (not root, not Linux)."""

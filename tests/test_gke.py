@@ -13,7 +13,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import container_v1
 
 from gcpgpu.cli import cli
-from gcpgpu.emulator import Emulator
+
+from emulated import gcpgpu
 
 PROJECT = "demo-project"
 ZONE = "us-central1-a"
@@ -31,12 +32,6 @@ node_groups:
 """
 
 
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.05) as emulator:
-        yield emulator
-
-
 @pytest.fixture(autouse=True)
 def kubeconfig(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "kube" / "config"
@@ -48,14 +43,6 @@ def write_spec(tmp_path: Path, body: str = SPEC) -> str:
     path = tmp_path / "demo.yaml"
     path.write_text(f"name: demo\nproject: {PROJECT}\nzone: {ZONE}\n" + body)
     return str(path)
-
-
-def gcpgpu(emu, *args, expect=0):
-    if args[0] == "up":
-        args = (*args, "--no-configure")
-    result = CliRunner().invoke(cli, ["--endpoint", emu.url, *args], catch_exceptions=False)
-    assert result.exit_code == expect, result.output
-    return result
 
 
 def plan(emu, spec) -> dict[str, str]:

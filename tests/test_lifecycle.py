@@ -9,20 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
-from gcpgpu.cli import cli
 from gcpgpu.emulator import Emulator
 from gcpgpu.state import ClusterState
 
+from emulated import gcpgpu
+
 PROJECT = "demo-project"
-
-
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.05) as emulator:
-        yield emulator
 
 
 def write_spec(tmp_path: Path, body: str = "", name: str = "demo") -> Path:
@@ -40,14 +32,6 @@ GROUPS = """node_groups:
     count: 3
     machine_type: a2-highgpu-2g
 """
-
-
-def gcpgpu(emu, *args, expect=0):
-    if args[0] == "up":  # these VMs have no test nodes behind them: nothing to configure
-        args = (*args, "--no-configure")
-    result = CliRunner().invoke(cli, ["--endpoint", emu.url, *args], catch_exceptions=False)
-    assert result.exit_code == expect, result.output
-    return result
 
 
 def ours(emu, cluster="demo") -> list[dict]:

@@ -19,15 +19,11 @@ from gcpgpu.errors import SpecError
 from gcpgpu.plugins import Plugins
 from gcpgpu.spec import load_spec
 
+from emulated import gcpgpu
+
 PROJECT = "demo-project"
 ZONE = "us-central1-a"
 A100 = "nvidia-tesla-a100"
-
-
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.05) as emulator:
-        yield emulator
 
 
 def write_spec(tmp_path: Path, group: str, top: str = "") -> Path:
@@ -35,14 +31,6 @@ def write_spec(tmp_path: Path, group: str, top: str = "") -> Path:
     path.write_text(f"name: demo\nproject: {PROJECT}\nzone: {ZONE}\n{top}node_groups:\n  workers:\n"
                     f"    provider: mig\n" + "".join(f"    {line}\n" for line in group.strip().splitlines()))
     return path
-
-
-def gcpgpu(emu, *args, expect=0):
-    if args[0] == "up":  # no test nodes behind these VMs: nothing to configure
-        args = (*args, "--no-configure")
-    result = CliRunner().invoke(cli, ["--endpoint", emu.url, *args], catch_exceptions=False)
-    assert result.exit_code == expect, result.output
-    return result
 
 
 def plan(emu, spec) -> list[tuple[str, str, str]]:

@@ -5,38 +5,23 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from gcpgpu.cli import cli
 from gcpgpu.clients import ClientFactory
-from gcpgpu.emulator import Emulator
 from gcpgpu.errors import SpecError
 from gcpgpu.plugins import Plugins
 from gcpgpu.spec import load_spec
 from gcpgpu_plugins import network
 
+from emulated import gcpgpu
+
 PROJECT = "demo-project"
 ACCOUNT = "gcpgpu-demo@demo-project.iam.gserviceaccount.com"
-
-
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.05) as emulator:
-        yield emulator
 
 
 def write_spec(tmp_path: Path, body: str, name: str = "demo") -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"name: {name}\nproject: {PROJECT}\nzone: us-central1-a\n" + body)
     return path
-
-
-def gcpgpu(emu, *args, expect=0):
-    if args[0] == "up":
-        args = (*args, "--no-configure")
-    result = CliRunner().invoke(cli, ["--endpoint", emu.url, *args], catch_exceptions=False)
-    assert result.exit_code == expect, result.output
-    return result
 
 
 def plan_rows(emu, spec) -> list[tuple[str, str, str]]:

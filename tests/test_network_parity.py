@@ -12,16 +12,9 @@ from click.testing import CliRunner
 
 from gcpgpu import report
 from gcpgpu.cli import cli
-from gcpgpu.emulator import Emulator
 from gcpgpu.state import ClusterState
 
 PROJECT = "demo-project"
-
-
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.05) as emulator:
-        yield emulator
 
 
 @pytest.fixture(autouse=True)

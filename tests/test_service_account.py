@@ -4,24 +4,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
-from gcpgpu.cli import cli
-from gcpgpu.emulator import Emulator
 from gcpgpu.emulator.iam import IamService
 from gcpgpu_plugins import service_account
+
+from emulated import gcpgpu
 
 PROJECT = "demo-project"
 ACCOUNT = "gcpgpu-demo@demo-project.iam.gserviceaccount.com"
 MEMBER = f"serviceAccount:{ACCOUNT}"
 OWNER = f"user:owner@{PROJECT}.example.com"
-
-
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.05) as emulator:
-        yield emulator
 
 
 def iam(emu) -> IamService:
@@ -37,14 +28,6 @@ def write_spec(tmp_path: Path, body: str = "") -> Path:
     path = tmp_path / "demo.yaml"
     path.write_text(f"name: demo\nproject: {PROJECT}\nzone: us-central1-a\n" + body)
     return path
-
-
-def gcpgpu(emu, *args, expect=0):
-    if args[0] == "up":
-        args = (*args, "--no-configure")
-    result = CliRunner().invoke(cli, ["--endpoint", emu.url, *args], catch_exceptions=False)
-    assert result.exit_code == expect, result.output
-    return result
 
 
 def test_up_makes_one_account_with_only_the_roles_it_needs_and_attaches_it(emu, tmp_path):

@@ -11,16 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from gcpgpu.cli import cli
 from gcpgpu.clients import ClientFactory
-from gcpgpu.emulator import Emulator
 from gcpgpu.emulator.iam import IamService
 from gcpgpu.emulator.storage import StorageService
 from gcpgpu.errors import GcpgpuError, LockedError
 from gcpgpu.plugins import Plugins
 from gcpgpu.state import ClusterState, default_state_root
+
+from emulated import gcpgpu
 
 PROJECT = "demo-project"
 BUCKET = "team-gcpgpu-state"
@@ -30,12 +29,6 @@ GROUPS = """node_groups:
   head: {count: 1, machine_type: n1-standard-8, accelerator: {type: nvidia-tesla-t4, count: 1}}
   workers: {count: 2, machine_type: a2-highgpu-2g}
 """
-
-
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.05) as emulator:
-        yield emulator
 
 
 @pytest.fixture
@@ -61,14 +54,6 @@ def write_spec(tmp_path: Path, state_path: str = f"gs://{BUCKET}/clusters", body
     path.write_text(f"name: demo\nproject: {PROJECT}\nzone: us-central1-a\n"
                     f"state: {{path: '{state_path}'}}\n{body}")
     return path
-
-
-def gcpgpu(emu, *args, expect=0):
-    if args[0] == "up":  # these VMs have no test nodes behind them: nothing to configure
-        args = (*args, "--no-configure")
-    result = CliRunner().invoke(cli, ["--endpoint", emu.url, *args], catch_exceptions=False)
-    assert result.exit_code == expect, result.output
-    return result
 
 
 def local_files() -> list[str]:

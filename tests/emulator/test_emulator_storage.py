@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from gcpgpu.cli import cli
 from gcpgpu.clients import ClientFactory
-from gcpgpu.emulator import Emulator
 from gcpgpu.emulator.filestore import FilestoreService
 from gcpgpu.emulator.storage import StorageService
+
+from emulated import gcpgpu
 
 PROJECT = "demo-project"
 SA = "serviceAccount:gcpgpu-demo@demo-project.iam.gserviceaccount.com"
@@ -36,12 +35,6 @@ ADDED = (STORAGE.replace("  gcs:\n", "    - /mnt/scratch:BASIC_SSD\n  gcs:\n")
          + "    - {bucket: demo-ckpt, path: /mnt/ckpt, create: true}\n")
 
 
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.05) as emulator:
-        yield emulator
-
-
 def service(emu, kind):
     return next(s for s in emu.services if isinstance(s, kind))
 
@@ -55,14 +48,6 @@ def existing_bucket(emu):
     client.create_bucket("existing-data", location="us-central1")
     service(emu, StorageService).put_object("existing-data", "train/shard-0")
     return client
-
-
-def gcpgpu(emu, *args, expect=0):
-    if args[0] == "up":
-        args = (*args, "--no-configure")  # no test nodes behind these VMs
-    result = CliRunner().invoke(cli, ["--endpoint", emu.url, *args], catch_exceptions=False)
-    assert result.exit_code == expect, result.output
-    return result
 
 
 def plan_rows(emu, spec: Path) -> list[tuple[str, str, str]]:

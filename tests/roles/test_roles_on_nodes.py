@@ -7,8 +7,6 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-
 from .conftest import USER, node_json, ok, read_node, run_playbook
 
 

@@ -227,8 +227,6 @@ def test_unknown_provider_without_the_test_plugin(tmp_path, monkeypatch):
         def gcpgpu_register_providers(self, register):
             register(type("P", (), {"name": "static"})())
 
-    from gcpgpu.plugins import entry_point_names
-
     monkeypatch.setenv("GCPGPU_DISABLE_PLUGINS", ",".join(entry_point_names()))  # only `Only`'s provider
     with pytest.raises(SpecError) as info:
         load_spec(write(tmp_path, "name: demo\nproject: p\n"), Plugins(extra=(Only(),)))
