@@ -24,7 +24,7 @@ import time
 import uuid
 from urllib.parse import quote, unquote
 
-from .errors import ApiError, invalid, not_found
+from .errors import ApiError, invalid
 from .resources import rfc3339
 
 PREFIX = "/storage/v1/b"
