@@ -26,6 +26,8 @@ from .filters import compile_filter
 from .resources import rfc3339
 
 PREFIX = "/v1/projects/"
+METHOD_IDS = {"file.projects.locations.operations.get",
+              *(f"file.projects.locations.instances.{verb}" for verb in ("create", "list", "get", "patch", "delete"))}
 INSTANCE_ID = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 SHARE_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{0,31}$")
 ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
@@ -74,14 +76,10 @@ class FilestoreService:
         self.instances: dict[str, dict] = {}  # full name -> instance JSON
         self.operations: dict[str, LongRunning] = {}
         self.next_block = 0
-        self.faults: dict[str, list[ApiError]] = {}
+        self.take_fault = emulator.state.take_fault  # Emulator.inject_fault's faults, by location
+        emulator.state.method_ids |= METHOD_IDS
 
     # ------------------------------------------------------------------ test controls
-
-    def inject_fault(self, method_id: str, http_status: int = 503, message: str = "injected") -> None:
-        """The next call of ``method_id`` (e.g. "file.projects.locations.instances.create") fails."""
-        with self.lock:
-            self.faults.setdefault(method_id, []).append(ApiError(http_status, "injected", message))
 
     def snapshot(self) -> list[dict]:
         with self.lock:
@@ -109,9 +107,9 @@ class FilestoreService:
         try:
             with self.lock:
                 self.advance()
-                pending = self.faults.get(method_id)
-                if pending:
-                    raise pending.pop(0)
+                fault = self.take_fault(method_id, params.get("location"))
+                if fault:
+                    raise fault.api_error()
                 status, payload = 200, handler(params, query, body)
         except ApiError as error:
             status, payload = error.http_status, error.body()

@@ -151,7 +151,8 @@ class Emulator:
         With ``http_status`` the HTTP call fails with a Google error body (reason=code) and nothing
         happens.  Without it a mutating call returns an operation that ends DONE with
         error.errors[0].code=code (httpErrorStatusCode 503 for stockouts), and nothing is created;
-        a read-only call, which has no operation, fails with HTTP 503.
+        a read-only call, which has no operation, fails with HTTP 503. Filestore and Cloud Storage
+        methods (``zone`` = the location for Filestore) always fail the HTTP call.
         """
         self.state.inject_fault(method, code, zone=zone, times=times, http_status=http_status, message=message)
 

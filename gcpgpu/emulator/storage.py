@@ -31,6 +31,10 @@ PREFIX = "/storage/v1/b"
 UPLOAD_PREFIX = "/upload/storage/v1/b"
 DOWNLOAD_PREFIX = "/download/storage/v1/b"
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+METHOD_IDS = {f"storage.{m}" for m in (
+    "buckets.insert", "buckets.list", "buckets.get", "buckets.patch", "buckets.delete",
+    "buckets.getIamPolicy", "buckets.setIamPolicy", "objects.insert", "objects.list", "objects.get",
+    "objects.delete")}
 MUTABLE_FIELDS = ("labels", "versioning", "iamConfiguration", "lifecycle", "storageClass",
                   "defaultEventBasedHold", "retentionPolicy", "softDeletePolicy")
 
@@ -45,14 +49,10 @@ class StorageService:
         self.objects: dict[str, list[dict]] = {}  # bucket -> every generation, live or noncurrent
         self.data: dict[tuple[str, str, str], bytes] = {}  # (bucket, name, generation) -> bytes
         self.last_generation = 0
-        self.faults: dict[str, list[ApiError]] = {}
+        self.take_fault = emulator.state.take_fault  # Emulator.inject_fault's faults
+        emulator.state.method_ids |= METHOD_IDS
 
     # ------------------------------------------------------------------ test controls
-
-    def inject_fault(self, method_id: str, http_status: int = 503, message: str = "injected") -> None:
-        """The next call of ``method_id`` (e.g. "storage.buckets.list") fails with that status."""
-        with self.lock:
-            self.faults.setdefault(method_id, []).append(ApiError(http_status, "injected", message))
 
     def put_object(self, bucket: str, name: str, data: bytes = b"") -> dict:
         """Add an object (a new generation; the previous one turns noncurrent when versioned)."""
@@ -90,9 +90,9 @@ class StorageService:
         params["base_url"] = base_url
         try:
             with self.lock:
-                pending = self.faults.get(method_id)
-                if pending:
-                    raise pending.pop(0)
+                fault = self.take_fault(method_id, None)
+                if fault:
+                    raise fault.api_error()
                 payload = handler(params, query, body)
                 # An object delete answers 204 with no body; a bucket delete 200 {} (see above).
                 status = 204 if http_method == "DELETE" and isinstance(payload, Media) else 200

@@ -229,11 +229,10 @@ def test_down_works_without_the_filestore_api_or_bucket_rights(emu, tmp_path):
     spec = tmp_path / "demo.yaml"
     spec.write_text(BASE)
     gcpgpu(emu, "up", str(spec))
-    service(emu, FilestoreService).inject_fault(
-        "file.projects.locations.instances.list", 403,
+    emu.inject_fault("file.projects.locations.instances.list", "SERVICE_DISABLED", http_status=403, message=(
         "Cloud Filestore API has not been used in project demo-project before or it is disabled. "
-        "[reason: SERVICE_DISABLED]")
-    service(emu, StorageService).inject_fault("storage.buckets.list", 403, "no storage.buckets.list")
+        "[reason: SERVICE_DISABLED]"))
+    emu.inject_fault("storage.buckets.list", "forbidden", http_status=403, message="no storage.buckets.list")
     gcpgpu(emu, "down", str(spec))  # `down` looks at every provider; nothing of ours can be there
     assert [i for i in emu.instances() if i.get("labels", {}).get("gcpgpu-cluster") == "demo"] == []
 
@@ -242,6 +241,6 @@ def test_no_right_to_list_buckets_stops_a_cluster_that_creates_one_with_a_clear_
     spec = tmp_path / "demo.yaml"
     spec.write_text(BASE.replace("count: 1", "count: 0")
                     + "storage:\n  gcs:\n    - {bucket: demo-results, path: /mnt/r, create: true}\n")
-    service(emu, StorageService).inject_fault("storage.buckets.list", 403, "no storage.buckets.list")
+    emu.inject_fault("storage.buckets.list", "forbidden", http_status=403, message="no storage.buckets.list")
     result = gcpgpu(emu, "plan", str(spec), expect=1)
     assert "cannot list the buckets of demo-project" in result.output
