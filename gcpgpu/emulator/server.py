@@ -49,9 +49,9 @@ class Call:
 
 @dataclass(frozen=True)
 class Media:
-    """A body that is not JSON, both ways: a request whose Content-Type is not JSON, or sent to
-    an ``/upload/`` path, reaches the services as a Media (a Cloud Storage upload), and a service answers raw bytes (a
-    download, or an empty 204) by returning one as its payload."""
+    """A body that is not JSON, both ways. A request whose Content-Type is not JSON, or one sent
+    to an ``/upload/`` path, reaches the services as a Media (a Cloud Storage upload); a service
+    answers raw bytes (a download, or an empty 204) by returning one as its payload."""
 
     data: bytes
     content_type: str = "application/octet-stream"
