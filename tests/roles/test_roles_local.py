@@ -115,3 +115,25 @@ def test_roles_idempotent_with_local_connection(tmp_path):
     while not (log.exists() and "exited with status 0" in log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert log.read_text().count("local-run") == 1
+
+
+def test_common_check_diff_shows_both_files_and_changes_nothing(tmp_path):
+    """`configure --check --diff`: the one helper call reports the hosts block and the facts line
+    it would change, and writes neither."""
+    hosts, facts = tmp_path / "hosts", tmp_path / "facts.d" / "gcpgpu.fact"
+    hosts.write_text("127.0.0.1 localhost\n")
+
+    def plays(nodes: list[dict], cluster: str) -> list[dict]:
+        return [{"hosts": "all", "gather_facts": False, "roles": [{"role": "common", "vars": {
+            "common_hosts_file": str(hosts), "common_facts_dir": str(facts.parent),
+            "common_hosts": nodes, "common_facts": {"cluster": cluster}}}]}]
+
+    ok(run_playbook(tmp_path / "w", plays([{"name": "n0", "ip": "10.0.0.1"}], "c"), local_inventory()))
+    before = (hosts.read_text(), facts.read_text())
+    changed = plays([{"name": "n0", "ip": "10.0.0.1"}, {"name": "n1", "ip": "10.0.0.2"}], "c2")
+    check = ok(run_playbook(tmp_path / "w", changed, local_inventory(), check=True, diff=True))
+    assert check.total("changed") == 1, check.stats
+    [shown] = [e["event_data"]["res"]["msg"] for e in check.events if e.get("event") == "runner_on_ok"
+               and e["event_data"].get("task") == "Show the changes (--diff)"]
+    assert "+10.0.0.2\tn1\n" in shown and '+{"cluster": "c2"}\n' in shown, shown
+    assert (hosts.read_text(), facts.read_text()) == before
