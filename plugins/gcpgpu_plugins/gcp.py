@@ -60,38 +60,67 @@ def retry_policy():
     return Retry(predicate=is_transient, initial=1.0, maximum=60.0, multiplier=2.0, timeout=600.0)
 
 
-def wait_zone_operation(clients, project: str, zone: str, name: str):
+def wait_zone_operation(clients, project: str, zone: str, name: str, deadline_s: float = OPERATION_DEADLINE_S):
     """Wait with zoneOperations.wait (each call blocks server-side up to ~2 min) and raise
     OperationFailed if the finished operation carries errors."""
     from google.cloud import compute_v1
 
     operations = clients.get(compute_v1.ZoneOperationsClient)
     return _wait(lambda: operations.wait(project=project, zone=zone, operation=name, retry=retry_policy()),
-                 f"operation {name} in {zone}")
+                 f"operation {name} in {zone}", deadline_s)
 
 
-def wait_global_operation(clients, project: str, name: str):
-    """wait_zone_operation for global resources (images, networks, firewalls)."""
+def wait_region_operation(clients, project: str, region: str, name: str,
+                          deadline_s: float = OPERATION_DEADLINE_S):
+    """wait_zone_operation for regional resources (regional groups and templates, subnetworks)."""
+    from google.cloud import compute_v1
+
+    operations = clients.get(compute_v1.RegionOperationsClient)
+    return _wait(lambda: operations.wait(project=project, region=region, operation=name, retry=retry_policy()),
+                 f"operation {name} in {region}", deadline_s)
+
+
+def wait_global_operation(clients, project: str, name: str, deadline_s: float = OPERATION_DEADLINE_S):
+    """wait_zone_operation for global resources (images, networks, firewalls, templates)."""
     from google.cloud import compute_v1
 
     operations = clients.get(compute_v1.GlobalOperationsClient)
     return _wait(lambda: operations.wait(project=project, operation=name, retry=retry_policy()),
-                 f"global operation {name}")
+                 f"global operation {name}", deadline_s)
 
 
-def _wait(wait_once, what: str):
+def _wait(wait_once, what: str, deadline_s: float):
     from google.cloud import compute_v1
 
-    deadline = time.monotonic() + OPERATION_DEADLINE_S
+    deadline = time.monotonic() + deadline_s
     while True:
         operation = wait_once()
         if operation.status == compute_v1.Operation.Status.DONE:
             break
         if time.monotonic() > deadline:
-            raise GcpgpuError(f"{what} not done after {OPERATION_DEADLINE_S}s")
+            raise GcpgpuError(f"{what} not done after {deadline_s}s")
     if operation.error and operation.error.errors:
         raise OperationFailed(operation)
     return operation
+
+
+def each(items: list, action, progress, describe) -> None:
+    """``action(item)`` for every item, ``progress(1)`` after each, then every failure at once:
+    one bad item must not keep the others from being handled. An API error is reported as
+    ``describe(item): error``, a GcpgpuError with its own words."""
+    from google.api_core import exceptions
+
+    failures = []
+    for item in items:
+        try:
+            action(item)
+        except GcpgpuError as error:
+            failures.append(str(error))
+        except exceptions.GoogleAPICallError as error:
+            failures.append(f"{describe(item)}: {error}")
+        progress(1)
+    if failures:
+        raise GcpgpuError("\n    ".join(failures))
 
 
 def label_filter(cluster: str) -> str:

@@ -28,8 +28,8 @@ from gcpgpu.plugins import hookimpl
 from gcpgpu.provider import Context, Host, Resource
 from gcpgpu_plugins import compute, mig_spec
 from gcpgpu_plugins.gcp import (
-    CLUSTER_LABEL, DIGEST_LABEL, GROUP_LABEL, OPERATION_DEADLINE_S, OperationFailed, created_by, digest,
-    label_filter, region_of, retry_policy, short_name, wait_zone_operation,
+    CLUSTER_LABEL, DIGEST_LABEL, GROUP_LABEL, created_by, digest, label_filter, region_of, retry_policy,
+    short_name, wait_global_operation, wait_region_operation, wait_zone_operation,
 )
 
 TEMPLATE = "instanceTemplate"
@@ -100,24 +100,11 @@ class GroupRef:
 def wait_operation(ctx: Context, name: str, zone: str | None = None, region: str | None = None):
     """Wait for a zonal, regional or global operation through the factory's operations clients
     (never ExtendedOperation.result(), which polls the real Google host)."""
-    from google.cloud import compute_v1
-
     if zone:
         return wait_zone_operation(ctx.clients, ctx.project, zone, name)
     if region:
-        client, where = ctx.clients.get(compute_v1.RegionOperationsClient), {"region": region}
-    else:
-        client, where = ctx.clients.get(compute_v1.GlobalOperationsClient), {}
-    deadline = time.monotonic() + OPERATION_DEADLINE_S
-    while True:
-        operation = client.wait(project=ctx.project, operation=name, **where, retry=retry_policy())
-        if operation.status == compute_v1.Operation.Status.DONE:
-            break
-        if time.monotonic() > deadline:
-            raise GcpgpuError(f"operation {name} not done after {OPERATION_DEADLINE_S}s")
-    if operation.error and operation.error.errors:
-        raise OperationFailed(operation)
-    return operation
+        return wait_region_operation(ctx.clients, ctx.project, region, name)
+    return wait_global_operation(ctx.clients, ctx.project, name)
 
 
 class MigProvider:

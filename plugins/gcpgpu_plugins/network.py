@@ -17,14 +17,14 @@ labels; they are found by name and marked ``gcpgpu-cluster=<name>`` in their des
 from __future__ import annotations
 
 import ipaddress
-import time
 import zlib
 
 from gcpgpu.errors import GcpgpuError, Problem
 from gcpgpu.plugins import hookimpl
 from gcpgpu.provider import Context, Resource
 from gcpgpu_plugins.gcp import (
-    CLUSTER_LABEL, OperationFailed, digest, region_of, retry_policy, service_account_email, short_name,
+    CLUSTER_LABEL, digest, region_of, retry_policy, service_account_email, short_name,
+    wait_global_operation, wait_region_operation,
 )
 
 MODES = ("default", "new", "multi_nic")
@@ -394,24 +394,11 @@ def _json(body: dict) -> str:
 
 
 def wait_operation(ctx: Context, name: str, location: str):
-    """Wait on a global or regional operation through the factory's own operations client
+    """Wait on a global or regional operation through the factory's own operations clients
     (never ExtendedOperation.result(), which ignores the endpoint)."""
-    from google.cloud import compute_v1
-
     if location == "global":
-        client, scope = ctx.clients.get(compute_v1.GlobalOperationsClient), {}
-    else:
-        client, scope = ctx.clients.get(compute_v1.RegionOperationsClient), {"region": location}
-    deadline = time.monotonic() + OPERATION_DEADLINE_S
-    while True:
-        operation = client.wait(project=ctx.project, operation=name, retry=retry_policy(), **scope)
-        if operation.status == compute_v1.Operation.Status.DONE:
-            break
-        if time.monotonic() > deadline:
-            raise GcpgpuError(f"operation {name} not done after {OPERATION_DEADLINE_S}s")
-    if operation.error and operation.error.errors:
-        raise OperationFailed(operation)
-    return operation
+        return wait_global_operation(ctx.clients, ctx.project, name, OPERATION_DEADLINE_S)
+    return wait_region_operation(ctx.clients, ctx.project, location, name, OPERATION_DEADLINE_S)
 
 
 @hookimpl

@@ -12,7 +12,7 @@ import time
 
 from gcpgpu.errors import GcpgpuError
 from gcpgpu.provider import Context, Resource
-from gcpgpu_plugins.gcp import CLUSTER_LABEL, DIGEST_LABEL, digest, retry_policy
+from gcpgpu_plugins.gcp import CLUSTER_LABEL, DIGEST_LABEL, digest, each, retry_policy
 from gcpgpu_plugins.storage_spec import nfs_shares
 
 KIND = "filestore-instance"
@@ -44,21 +44,20 @@ def both_phases(resources: list[Resource], start, finish, progress, verb: str) -
     failure is reported at once, after the others were handled."""
     from google.api_core import exceptions
 
+    def named(r: Resource) -> str:
+        return f"{verb} Filestore instance {r.name}"
+
     failures, started = [], []
     for r in resources:
         try:
             started.append((r, start(r)))
         except exceptions.GoogleAPICallError as error:
-            failures.append(f"{verb} Filestore instance {r.name}: {error}")
+            failures.append(f"{named(r)}: {error}")
             progress(1)
-    for r, operation in started:
-        try:
-            finish(r, operation)
-        except GcpgpuError as error:
-            failures.append(str(error))
-        except exceptions.GoogleAPICallError as error:
-            failures.append(f"{verb} Filestore instance {r.name}: {error}")
-        progress(1)
+    try:
+        each(started, lambda pair: finish(*pair), progress, lambda pair: named(pair[0]))
+    except GcpgpuError as error:
+        failures.append(str(error))
     if failures:
         raise GcpgpuError("\n    ".join(failures))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from gcpgpu.errors import GcpgpuError
 from gcpgpu.provider import Context, Resource
-from gcpgpu_plugins.gcp import CLUSTER_LABEL, DIGEST_LABEL, digest, service_account_email
+from gcpgpu_plugins.gcp import CLUSTER_LABEL, DIGEST_LABEL, digest, each, service_account_email
 from gcpgpu_plugins.storage_spec import gcs_mounts
 
 KIND = "bucket"
@@ -33,22 +33,8 @@ def created_buckets(spec: dict) -> list[dict]:
     return [m for m in gcs_mounts(spec) if m["create"]]
 
 
-def each(resources: list[Resource], action, progress) -> None:
-    """Run ``action`` on every resource, then report every failure at once (one bad bucket
-    must not keep the others from being handled)."""
-    from google.api_core import exceptions
-
-    failures = []
-    for r in resources:
-        try:
-            action(r)
-        except GcpgpuError as error:
-            failures.append(str(error))
-        except exceptions.GoogleAPICallError as error:
-            failures.append(f"bucket {r.name}: {error}")
-        progress(1)
-    if failures:
-        raise GcpgpuError("\n    ".join(failures))
+def bucket_name(r: Resource) -> str:
+    return f"bucket {r.name}"
 
 
 class GcsProvider:
@@ -97,7 +83,7 @@ class GcsProvider:
     # -- create / update / delete ----------------------------------------------------------------
 
     def create(self, ctx: Context, resources: list[Resource]) -> None:
-        each(resources, lambda r: self._create_one(ctx, r), ctx.progress)
+        each(resources, lambda r: self._create_one(ctx, r), ctx.progress, bucket_name)
 
     def _create_one(self, ctx: Context, r: Resource) -> None:
         from google.api_core import exceptions
@@ -150,7 +136,7 @@ class GcsProvider:
         bucket.set_iam_policy(policy)  # carries the etag: a concurrent change fails, not lost
 
     def update(self, ctx: Context, resources: list[Resource]) -> None:
-        each(resources, lambda r: self._update_one(ctx, r), ctx.progress)
+        each(resources, lambda r: self._update_one(ctx, r), ctx.progress, bucket_name)
 
     def _update_one(self, ctx: Context, r: Resource) -> None:
         bucket = self._client(ctx).get_bucket(r.name)
@@ -159,7 +145,7 @@ class GcsProvider:
         bucket.patch()  # labels dropped from the spec are sent as null: removed
 
     def delete(self, ctx: Context, resources: list[Resource]) -> None:
-        each(resources, lambda r: self._delete_one(ctx, r), ctx.progress)
+        each(resources, lambda r: self._delete_one(ctx, r), ctx.progress, bucket_name)
 
     def _delete_one(self, ctx: Context, r: Resource) -> None:
         from google.api_core import exceptions
