@@ -77,6 +77,17 @@ def _response_schema(method_id: str) -> dict:
     return METHODS[method_id]["response"]
 
 
+def get_problems(gets: dict[str, str]) -> list[str]:
+    """GET each {method id: url} (each must answer 200) and check the body against that
+    method's response schema."""
+    problems = []
+    for method_id, url in gets.items():
+        status, body = http("GET", url)
+        assert status == 200, (method_id, body)
+        problems += [f"{method_id}: {p}" for p in schema_problems(body, _response_schema(method_id))]
+    return problems
+
+
 @pytest.fixture
 def populated(emu, gce):
     """A project with a finished bulkInsert, a failed one, a stopped instance and a preemption."""
@@ -120,11 +131,7 @@ def test_responses_match_discovery_schemas(emu, populated):
         "compute.regionOperations.list": f"{base}/regions/us-central1/operations",
         "compute.globalOperations.list": f"{base}/global/operations",
     }
-    problems = []
-    for method_id, url in gets.items():
-        status, body = http("GET", url)
-        assert status == 200, (method_id, body)
-        problems += [f"{method_id}: {p}" for p in schema_problems(body, _response_schema(method_id))]
+    problems = get_problems(gets)
     status, waited = http("POST", f"{zone}/operations/{populated['ok']}/wait")
     problems += schema_problems(waited, _response_schema("compute.zoneOperations.wait"))
     assert problems == []
@@ -208,11 +215,7 @@ def test_group_responses_match_discovery_schemas(emu, populated_groups):
         "compute.regionInstanceGroupManagers.list": regional,
         "compute.regionInstanceGroupManagers.listErrors": f"{regional}/reg/listErrors",
     }
-    problems = []
-    for method_id, url in gets.items():
-        status, body = http("GET", url)
-        assert status == 200, (method_id, body)
-        problems += [f"{method_id}: {p}" for p in schema_problems(body, _response_schema(method_id))]
+    problems = get_problems(gets)
     for method_id, url in (("compute.instanceGroupManagers.listManagedInstances", f"{zonal}/grp"),
                            ("compute.regionInstanceGroupManagers.listManagedInstances", f"{regional}/reg")):
         status, body = http("POST", f"{url}/listManagedInstances")

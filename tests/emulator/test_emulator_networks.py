@@ -12,7 +12,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1, resourcemanager_v3
 from test_emulator_admin import http
-from test_emulator_discovery import METHODS, schema_problems
+from test_emulator_discovery import METHODS, get_problems, schema_problems
 
 from gcpgpu.emulator import compute_networks
 
@@ -147,11 +147,7 @@ def test_network_shapes_match_the_discovery_document(emu, net):
         "compute.globalOperations.list": f"{base}/global/operations",
         "compute.regionOperations.list": f"{base}/regions/{REGION}/operations",
     }
-    problems = []
-    for method_id, url in gets.items():
-        status, body = http("GET", url)
-        assert status == 200, (method_id, body)
-        problems += [f"{method_id}: {p}" for p in schema_problems(body, METHODS[method_id]["response"])]
+    problems = get_problems(gets)
     status, op = http("PATCH", f"{base}/global/firewalls/fw", {"sourceRanges": ["10.0.0.0/8"]})
     problems += schema_problems(op, METHODS["compute.firewalls.patch"]["response"])
     status, op = http("DELETE", f"{base}/global/firewalls/fw")
