@@ -95,14 +95,8 @@ class InstanceGroupsMixin:
 
     def _template_scope(self, request: ApiRequest) -> str:
         if "region" in request.params:
-            return f"regions/{self._region(request)}"
+            return f"regions/{request.region}"
         return GLOBAL
-
-    def _region(self, request: ApiRequest) -> str:
-        region = request.params["region"]
-        if region not in catalog.REGION_DESCRIPTIONS:
-            raise invalid(f"Invalid value for field 'region': '{region}'. Unknown region.")
-        return region
 
     def instance_templates_insert(self, request: ApiRequest) -> dict:
         scope = self._template_scope(request)
@@ -167,7 +161,7 @@ class InstanceGroupsMixin:
 
     def _group_scope(self, request: ApiRequest) -> str:
         if "region" in request.params:
-            return f"regions/{self._region(request)}"
+            return f"regions/{request.region}"
         return f"zones/{self._zone(request)}"
 
     def instance_group_managers_insert(self, request: ApiRequest) -> dict:

@@ -191,14 +191,8 @@ class ComputeNetworks:
 
     # -------------------------------------------------------------------- subnetworks
 
-    def _region(self, request: ApiRequest) -> str:
-        region = request.params["region"]
-        if region not in catalog.REGION_DESCRIPTIONS:
-            raise invalid(f"Invalid value for field 'region': '{region}'. Unknown region.")
-        return region
-
     def subnetworks_list(self, request: ApiRequest) -> dict:
-        region = self._region(request)
+        region = request.region
         return self._list(request, "compute#subnetworkList", f"regions/{region}/subnetworks",
                           self.subnetworks, region)
 
@@ -222,12 +216,12 @@ class ComputeNetworks:
         return body
 
     def subnetworks_get(self, request: ApiRequest) -> dict:
-        region, name = self._region(request), request.params["subnetwork"]
+        region, name = request.region, request.params["subnetwork"]
         return self._get(self.subnetworks, (request.project, region, name),
                          f"projects/{request.project}/regions/{region}/subnetworks/{name}")
 
     def subnetworks_insert(self, request: ApiRequest) -> dict:
-        region, body = self._region(request), request.body
+        region, body = request.region, request.body
         name = body.get("name", "")
         check_name(name, "resource.name")
         if (request.project, region, name) in self.subnetworks:
@@ -264,7 +258,7 @@ class ComputeNetworks:
         return cidr
 
     def subnetworks_delete(self, request: ApiRequest) -> dict:
-        region, name = self._region(request), request.params["subnetwork"]
+        region, name = request.region, request.params["subnetwork"]
         path = f"projects/{request.project}/regions/{region}/subnetworks/{name}"
         subnet = self._get(self.subnetworks, (request.project, region, name), path)
         users = [i.resource["selfLink"] for i in self.state.instances.values()

@@ -36,6 +36,14 @@ class ApiRequest:
     def request_id(self) -> str | None:
         return self.query.get("requestId") or None
 
+    @property
+    def region(self) -> str:
+        """The ``region`` path parameter; 400 for a region the emulator does not know."""
+        region = self.params["region"]
+        if region not in catalog.REGION_DESCRIPTIONS:
+            raise invalid(f"Invalid value for field 'region': '{region}'. Unknown region.")
+        return region
+
 
 @dataclass
 class InstanceRecord:
